@@ -1,0 +1,164 @@
+"""``BenchModule``: the LightningModule base every method (frozen, baselines, COPRA) derives from.
+
+It owns everything that must be computed identically for all methods so that their numbers are comparable:
+the dense test/predict loops, putting window scores back together per video, frame-level metrics per test set,
+and video-level validation. A method writes only what differs: how a batch of windows is scored
+(:meth:`BenchModule.score_windows`) and, if it trains, ``training_step`` / ``configure_optimizers``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector, concatenate
+from copra_bench.evaluation.metrics import AP_CONVENTION, FrameMetrics, frame_metrics, video_auc
+from copra_bench.vlm import ScoreOutput, VLMBackbone
+
+
+@dataclass
+class TestSetResult:
+    """Everything a test pass produced for one test set."""
+
+    name: str
+    metrics: FrameMetrics
+    videos: list[VideoScores]
+
+
+class BenchModule(L.LightningModule, abc.ABC):
+    """Base of all methods: a frozen VLM backbone plus whatever the method adapts.
+
+    Args:
+        backbone: ``tiny-qwen2-vl`` (built in, random weights) or a local checkpoint directory
+            (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL; never downloaded).
+        backbone_dtype: ``float32``, ``bfloat16`` or ``float16``.
+        backbone_seed: Seed of the built-in tiny backbones' random weights.
+        frames_per_window: K frames per input (linked from the DataModule by the CLI).
+        clip_fps: Frame rate of the K sampled frames (K / window seconds; linked from the DataModule). Qwen2.5-VL and
+            Qwen3-VL use it for temporal positions.
+        keep_features: Keep each test window's pooled vision feature (for retrieval refinement) in the scores file.
+        backbone_options: Extra backbone settings: ``system_prompt``, ``user_prompt``, ``answer_prefix``,
+            ``video_kwargs`` (e.g. ``{"size": {"shortest_edge": 200704, "longest_edge": 200704}}`` to fix a real
+            Qwen2-VL's pixel budget), ``attn_implementation``.
+    """
+
+    #: Short method name used in run names and reports.
+    method_name: str = "base"
+
+    def __init__(self, *, backbone: str = "tiny-qwen2-vl", backbone_dtype: str = "float32", backbone_seed: int = 0,
+                 frames_per_window: int = 8, clip_fps: float = 0.8, keep_features: bool = True,
+                 backbone_options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.backbone = VLMBackbone.load(backbone, dtype=backbone_dtype, seed=backbone_seed, video_fps=clip_fps,
+                                         **(backbone_options or {}))
+        self.frames_per_window = frames_per_window
+        self.keep_features = keep_features
+        self.test_results: dict[str, TestSetResult] = {}
+        self.predict_results: dict[str, list[VideoScores]] = {}
+        self._collectors: list[WindowScoreCollector] = []
+        self._val_scores: list[tuple[float, int]] = []
+        # Checkpoints hold only what the method trains; the frozen backbone is rebuilt from its path on load.
+        self.strict_loading = False
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def frozen_state_keys(self) -> set[str]:
+        """State-dict keys of the frozen backbone (under any module that holds it)."""
+        frozen = {id(t) for t in self.backbone.state_dict(keep_vars=True).values()}
+        return {k for k, t in self.state_dict(keep_vars=True).items() if id(t) in frozen}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        frozen = self.frozen_state_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        checkpoint["frozen_backbone"] = self.hparams.backbone
+
+    # -------------------------------------------------------------------------------------------- what methods write
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Trainer settings this method needs by default (the config may still override them)."""
+        return {}
+
+    @abc.abstractmethod
+    def score_windows(self, frames: torch.Tensor) -> ScoreOutput:
+        """Anomaly scores of a batch of inputs ``frames[B, K, H, W, 3]`` (uint8 RGB)."""
+
+    # --------------------------------------------------------------------------------------------- counts for logs
+    def parameter_counts(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"params_total": total, "params_trainable": trainable}
+
+    # --------------------------------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_scores = []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.score_windows(batch["frames"])
+        self._val_scores += list(zip(out.p_anomaly.float().cpu().tolist(), batch["label"].cpu().tolist()))
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self._val_scores
+        if self.trainer.world_size > 1:
+            parts: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(parts, scores)
+            scores = [s for part in parts for s in part]
+        if scores:
+            values, labels = zip(*scores)
+            self.log("val/video_auc", video_auc(np.array(values), np.array(labels)), rank_zero_only=True)
+
+    # --------------------------------------------------------------------------------------------- test and predict
+    def _start_collecting(self) -> None:
+        datamodule = self.trainer.datamodule
+        self._collectors = [WindowScoreCollector(ts, keep_features=self.keep_features)
+                            for ts in datamodule.test_sets]
+
+    def _collect(self, batch: dict, dataloader_idx: int) -> ScoreOutput:
+        out = self.score_windows(batch["frames"])
+        features = out.features if self.keep_features else None
+        self._collectors[dataloader_idx].add(batch["video_index"], batch["window_index"], out.p_anomaly, features)
+        return out
+
+    def on_test_epoch_start(self) -> None:
+        self._start_collecting()
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = {}
+        for collector in self._collectors:
+            collector.gather()
+            videos = collector.assemble()
+            scores, gt = concatenate(videos)
+            metrics = frame_metrics(scores, gt, num_videos=len(videos))
+            name = collector.test_set.name
+            self.test_results[name] = TestSetResult(name=name, metrics=metrics, videos=videos)
+            for key in ("auc", "ap"):
+                self.log(f"test/{name}/{key}", getattr(metrics, key), rank_zero_only=True)
+        self._collectors = []
+
+    def on_predict_epoch_start(self) -> None:
+        self._start_collecting()
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        out = self._collect(batch, dataloader_idx)
+        return {"video_index": batch["video_index"], "window_index": batch["window_index"],
+                "p_anomaly": out.p_anomaly.detach().cpu()}
+
+    def on_predict_epoch_end(self) -> None:
+        self.predict_results = {}
+        for collector in self._collectors:
+            collector.gather()
+            self.predict_results[collector.test_set.name] = collector.assemble()
+        self._collectors = []
+
+    @staticmethod
+    def metric_conventions() -> dict[str, str]:
+        """How the logged metrics are defined (recorded with the run)."""
+        return {"metric_aggregation": "micro (all test frames concatenated)", "ap_convention": AP_CONVENTION,
+                "window_to_frames": "window i covers frames [i*stride, (i+1)*stride), last to the end"}

@@ -1,0 +1,111 @@
+"""Torch datasets shared by every VAD DataModule: training clips and streamed dense test windows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from copra_bench.datamodules.records import VideoRecord
+from copra_bench.datamodules.video_io import iter_windows, read_frames
+from copra_bench.windows import WindowSpec, half_window, uniform_indices, window_frame_indices, num_windows
+
+TrainRegime = Literal["sparse", "dense"]
+
+
+def clip_indices(num_frames: int, *, k: int, regime: TrainRegime, fps: float, seconds: float,
+                 jitter: torch.Generator | None) -> np.ndarray:
+    """``k`` frame indices of one training clip.
+
+    ``sparse``: spread over the whole video (the regime the COPRA paper criticises: long-range, few frames);
+    ``dense``: over one ``seconds``-long segment (what the test windows see). With ``jitter`` (training) each of the
+    ``k`` slots is drawn inside its sub-segment and the dense segment's position is random; without it (validation)
+    the sampling is the deterministic uniform one of the test windows, the dense segment centred in the video.
+    """
+    if regime == "sparse":
+        start, end = 0, num_frames
+    elif regime == "dense":
+        length = min(num_frames, 2 * half_window(fps=fps, seconds=seconds))
+        if jitter is None:
+            start = (num_frames - length) // 2
+        else:
+            start = int(torch.randint(0, num_frames - length + 1, (1,), generator=jitter))
+        end = start + length
+    else:
+        raise ValueError(f"unknown training regime {regime!r}; use 'sparse' or 'dense'")
+    if jitter is None:
+        return uniform_indices(start, end, k)
+    offsets = torch.rand(k, generator=jitter).numpy()
+    slots = (np.arange(k) + offsets) * (end - start) / k
+    return np.minimum(start + np.floor(slots).astype(np.int64), end - 1)
+
+
+class ClipDataset(Dataset):
+    """One clip of ``K`` frames per video with its video-level label (training and validation items)."""
+
+    def __init__(self, records: list[VideoRecord], *, frames_per_clip: int, regime: TrainRegime,
+                 window_seconds: float, frame_size: int | None, train: bool) -> None:
+        self.records = records
+        self.frames_per_clip = frames_per_clip
+        self.regime = regime
+        self.window_seconds = window_seconds
+        self.frame_size = frame_size
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        # torch's RNG is seeded per worker by Lightning (seed_everything(workers=True)): reproducible jitter.
+        jitter = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)))) if self.train else None
+        indices = clip_indices(record.num_frames, k=self.frames_per_clip, regime=self.regime, fps=record.fps,
+                               seconds=self.window_seconds, jitter=jitter)
+        frames = read_frames(record.path, indices, size=self.frame_size)
+        return {"frames": torch.from_numpy(frames), "label": record.label, "video_index": index,
+                "frame_indices": torch.from_numpy(indices)}
+
+
+def _shard() -> tuple[int, int]:
+    """(this reader's index, number of readers) over DDP ranks x DataLoader workers."""
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    info = get_worker_info()
+    workers, worker = (info.num_workers, info.id) if info else (1, 0)
+    return rank * workers + worker, world * workers
+
+
+class WindowDataset(IterableDataset):
+    """Every dense test window of every video, each video decoded once per pass.
+
+    Videos are dealt round-robin to DDP ranks and DataLoader workers, so each window is read by exactly one reader
+    (no DistributedSampler padding: no duplicated or dropped windows). Items carry the video and window index;
+    the module puts the scores back together per video.
+    """
+
+    def __init__(self, records: list[VideoRecord], *, spec: WindowSpec, frame_size: int | None) -> None:
+        self.records = records
+        self.spec = spec
+        self.frame_size = frame_size
+
+    def windows_of(self, index: int) -> np.ndarray:
+        record = self.records[index]
+        return window_frame_indices(record.num_frames, fps=record.fps, spec=self.spec)
+
+    def __len__(self) -> int:
+        reader, readers = _shard()
+        return sum(num_windows(r.num_frames, stride=self.spec.stride)
+                   for i, r in enumerate(self.records) if i % readers == reader)
+
+    def __iter__(self) -> Iterator[dict]:
+        reader, readers = _shard()
+        for index in range(reader, len(self.records), readers):
+            record = self.records[index]
+            indices = self.windows_of(index)
+            for window, frames in iter_windows(record.path, indices, size=self.frame_size):
+                yield {"frames": torch.from_numpy(frames), "video_index": index, "window_index": window,
+                       "label": record.label}

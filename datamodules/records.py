@@ -1,0 +1,53 @@
+"""What a DataModule knows about one video, and how frame-level ground truth is built from annotated intervals."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class VideoRecord:
+    """One video of a split.
+
+    Attributes:
+        name: Unique name within the dataset (the file stem, e.g. ``Abuse028_x264``).
+        path: The video file.
+        label: Video-level label, 0 normal, 1 abnormal (all the weak supervision training may use).
+        classes: Class label(s): the UCF-Crime class, XD-Violence codes, ``("Normal",)`` for normal videos.
+        num_frames: Frame count of the video (from the container unless overridden).
+        fps: Frames per second (from the container unless overridden).
+        gt: Frame-level ground truth (uint8, one entry per frame) for test videos, ``None`` for training videos.
+    """
+
+    name: str
+    path: Path
+    label: int
+    classes: tuple[str, ...] = ()
+    num_frames: int = 0
+    fps: float = 0.0
+    gt: np.ndarray | None = field(default=None, repr=False)
+
+
+def intervals_to_gt(intervals: list[tuple[int, int]], num_frames: int, *, end_inclusive: bool = False,
+                    video: str = "") -> np.ndarray:
+    """Frame-level 0/1 ground truth from annotated ``(start, end)`` intervals.
+
+    Args:
+        intervals: Annotated events as frame numbers (0-based, as in the UCF-Crime and XD-Violence files).
+        num_frames: Length of the video; intervals past it are clipped with a warning naming the video
+            (five official UCF-Crime intervals end 1-2 frames past the true frame count).
+        end_inclusive: ``False``: ``gt[s:e] = 1`` (VadCLIP, VERA); ``True``: ``gt[s:e+1] = 1`` (RTFM, LAVAD).
+        video: Name used in warnings.
+    """
+    gt = np.zeros(num_frames, dtype=np.uint8)
+    for start, end in intervals:
+        stop = end + 1 if end_inclusive else end
+        if stop > num_frames or start < 0:
+            warnings.warn(f"{video}: annotated interval [{start}, {end}] lies outside the video's {num_frames} "
+                          f"frames; clipped to the video", stacklevel=2)
+        gt[max(start, 0):min(stop, num_frames)] = 1
+    return gt

@@ -1,0 +1,166 @@
+"""UCF-Crime (Sultani et al. 2018), read from the release layout as downloaded.
+
+Expected under ``root`` (any of the layouts that circulate)::
+
+    Anomaly-Videos-Part-{1..4}/<Class>/<Class>NNN_x264.mp4   (or Videos/<Class>/... or <Class>/...)
+    Training_Normal_Videos_Anomaly/Normal_VideosNNN_x264.mp4
+    Testing_Normal_Videos_Anomaly/Normal_Videos_NNN_x264.mp4
+    Anomaly_Detection_splits/Anomaly_Train.txt, Anomaly_Test.txt     (or directly under root)
+    Temporal_Anomaly_Annotation_for_Testing_Videos.txt               (or Temporal_Anomaly_Annotation.txt)
+
+Videos are found by file stem anywhere under ``root``, so the Part-1..4 / Videos/ variants need no option.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from copra_bench.datamodules.base import Split, VADDataModule
+from copra_bench.datamodules.records import VideoRecord, intervals_to_gt
+from copra_bench.errors import DataError
+
+UCF_CLASSES = ("Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting", "RoadAccidents",
+               "Robbery", "Shooting", "Shoplifting", "Stealing", "Vandalism")
+NORMAL_FOLDERS = ("Training_Normal_Videos_Anomaly", "Testing_Normal_Videos_Anomaly", "Normal_Videos_event")
+SPLIT_FILES = {"train": "Anomaly_Train.txt", "test": "Anomaly_Test.txt"}
+ANNOTATION_FILES = ("Temporal_Anomaly_Annotation_for_Testing_Videos.txt", "Temporal_Anomaly_Annotation.txt")
+HOW_TO_GET = ("Point data.root at the UCF-Crime release (the folder holding Anomaly-Videos-Part-*/ or Videos/, "
+              "Training_Normal_Videos_Anomaly/, Testing_Normal_Videos_Anomaly/ and Anomaly_Detection_splits/), "
+              "or generate a synthetic copy of that layout with "
+              "`python -m copra_bench data synth --out DIR --layout ucf_crime` and point data.root at DIR.")
+
+
+def video_stem(name: str) -> str:
+    """``Abuse/Abuse028_x264.mp4`` or ``Abuse028_x264.mp4`` or ``Abuse028_x264`` -> ``Abuse028_x264``."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return base[:-4] if base.lower().endswith(".mp4") else base
+
+
+def parse_split(path: Path) -> list[tuple[str, str]]:
+    """``(stem, class)`` for every line of an official split list (``Abuse/Abuse001_x264.mp4``)."""
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        folder, _, file = line.replace("\\", "/").rpartition("/")
+        if not file.lower().endswith(".mp4"):
+            raise DataError(f"{path}, line {number}: expected '<Class>/<name>.mp4', got {line!r}")
+        top = folder.split("/")[-1] if folder else ""
+        video_class = "Normal" if (top in NORMAL_FOLDERS or file.startswith("Normal_Videos")) else top
+        if video_class != "Normal" and video_class not in UCF_CLASSES:
+            raise DataError(f"{path}, line {number}: unknown UCF-Crime class {top!r} in {line!r}")
+        entries.append((video_stem(file), video_class))
+    return entries
+
+
+def parse_temporal_annotation(path: Path) -> dict[str, tuple[str, list[tuple[int, int]]]]:
+    """``{stem: (class, [(start, end), ...])}`` from the official test annotation (``-1`` = no event).
+
+    Accepts names with or without ``.mp4`` and any whitespace between fields.
+    """
+    table: dict[str, tuple[str, list[tuple[int, int]]]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise DataError(f"{path}, line {number}: expected 6 fields 'name class s1 e1 s2 e2', "
+                            f"got {len(fields)}: {line.strip()!r}")
+        try:
+            bounds = [int(v) for v in fields[2:]]
+        except ValueError:
+            raise DataError(f"{path}, line {number}: frame numbers must be integers: {line.strip()!r}") from None
+        events = []
+        for start, end in zip(bounds[0::2], bounds[1::2]):
+            if start == -1 and end == -1:
+                continue
+            if start < 0 or end < start:
+                raise DataError(f"{path}, line {number}: invalid interval ({start}, {end}) in {line.strip()!r}")
+            events.append((start, end))
+        table[video_stem(fields[0])] = (fields[1], events)
+    return table
+
+
+def _find(root: Path, override: str | None, candidates: tuple[str, ...], what: str) -> Path:
+    if override:
+        path = Path(override)
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():
+            raise DataError(f"{what} {path} does not exist. {HOW_TO_GET}")
+        return path
+    for folder in (root / "Anomaly_Detection_splits", root):
+        for name in candidates:
+            if (folder / name).is_file():
+                return folder / name
+    raise DataError(f"no {what} ({' or '.join(candidates)}) in {root} or {root / 'Anomaly_Detection_splits'}. "
+                    f"{HOW_TO_GET}")
+
+
+class UCFCrimeDataModule(VADDataModule):
+    """UCF-Crime: 1610 training videos with video labels, 290 test videos with frame-level annotation.
+
+    Args:
+        root: The release folder (see the module docstring for the layout).
+        annotation_file: Test annotation, relative to ``root`` or absolute (default: the official file). Any other
+            source (e.g. VERA's UCF_Eval.json intervals) is a different ground truth: numbers are not comparable.
+        split_dir: Folder of ``Anomaly_Train.txt`` / ``Anomaly_Test.txt`` (default: found under ``root``).
+        **kwargs: See :class:`~copra_bench.datamodules.base.VADDataModule`.
+    """
+
+    def __init__(self, root: str, *, annotation_file: str | None = None, split_dir: str | None = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser()
+        self.annotation_file = annotation_file
+        self.split_dir = split_dir
+        self._index: dict[str, Path] | None = None
+        self.check_root()
+
+    @property
+    def name(self) -> str:
+        return "ucf_crime"
+
+    def check_root(self) -> None:
+        if not self.root.is_dir():
+            raise DataError(f"UCF-Crime root {self.root} does not exist. {HOW_TO_GET}")
+
+    def split_file(self, split: Split) -> Path:
+        candidates = (SPLIT_FILES[split],)
+        if self.split_dir:
+            return _find(self.root, str(Path(self.split_dir) / SPLIT_FILES[split]), candidates, f"{split} split list")
+        return _find(self.root, None, candidates, f"{split} split list")
+
+    def video_index(self) -> dict[str, Path]:
+        """``{stem: path}`` of every ``.mp4`` under root (walked once)."""
+        if self._index is None:
+            index: dict[str, Path] = {}
+            for folder, _, files in os.walk(self.root, followlinks=True):
+                for file in files:
+                    if file.lower().endswith(".mp4"):
+                        index.setdefault(video_stem(file), Path(folder) / file)
+            self._index = index
+        return self._index
+
+    def load_split(self, split: Split) -> list[VideoRecord]:
+        self.check_root()
+        entries = parse_split(self.split_file(split))
+        if not entries:
+            raise DataError(f"{self.split_file(split)} lists no videos: the {split} split is empty")
+        index = self.video_index()
+        records = [VideoRecord(name=stem, path=index.get(stem, self.root / f"{stem}.mp4"),
+                               label=int(cls != "Normal"), classes=(cls,)) for stem, cls in entries]
+        self.probe(records)
+        if split == "test":
+            annotation_path = _find(self.root, self.annotation_file, ANNOTATION_FILES, "temporal annotation")
+            annotation = parse_temporal_annotation(annotation_path)
+            missing = [r.name for r in records if r.name not in annotation]
+            if missing:
+                raise DataError(f"{annotation_path} has no entry for {len(missing)} test videos: "
+                                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+            for record in records:
+                _, events = annotation[record.name]
+                record.gt = intervals_to_gt(events, record.num_frames, end_inclusive=self.gt_end_inclusive,
+                                            video=record.name)
+        return records

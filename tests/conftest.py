@@ -1,0 +1,50 @@
+"""Shared fixtures: the real annotation files, an isolated cache and MLflow store, the gpu marker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("COPRA_SHARED", REPO.parent / "shared"))
+REAL = SHARED / "data" / "real"
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    if not REAL.is_dir():
+        pytest.fail(f"real annotation files not found at {REAL}; set COPRA_SHARED to the shared/ folder")
+    return REAL
+
+
+SMALL_WORLD = dict(num_train_normal=3, num_train_abnormal=3, num_test_normal=2, num_test_abnormal=2, video_fps=8,
+                   min_seconds=4.0, max_seconds=6.0, video_size=48)
+
+
+@pytest.fixture(scope="session")
+def synth_cache(tmp_path_factory) -> Path:
+    """One cache of small synthetic worlds for the whole session (domains A and B generated on first use)."""
+    path = tmp_path_factory.mktemp("copra_cache")
+    os.environ["COPRA_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture()
+def small_world(synth_cache) -> dict:
+    """Constructor arguments of a small SyntheticUCFCrimeDataModule (pass domain=...)."""
+    return dict(SMALL_WORLD, cache_dir=str(synth_cache), window_seconds=2.0, frames_per_window=4, batch_size=4,
+                val_fraction=0.34)

@@ -1,0 +1,119 @@
+"""Contract tests every method passes (fit, test, predict on tiny synthetic data), and the shared test loop."""
+
+from __future__ import annotations
+
+import hashlib
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from copra_bench.baselines import FrozenVLM
+from copra_bench.bench_module import BenchModule
+from copra_bench.datamodules import SyntheticUCFCrimeDataModule
+from copra_bench.datamodules.video_io import read_frames
+from copra_bench.vlm import ScoreOutput
+from copra_bench.windows import window_frame_indices
+
+
+def _trainer(**kwargs) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, **kwargs)
+
+
+def _checksum(module: torch.nn.Module) -> str:
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class MethodContract:
+    """What every method must do on the shared protocol. Subclasses provide ``make_model``."""
+
+    def make_model(self, **kwargs) -> BenchModule:
+        raise NotImplementedError
+
+    @pytest.fixture()
+    def datamodule(self, small_world):
+        return SyntheticUCFCrimeDataModule(domain="A", **small_world)
+
+    def test_fit_test_predict(self, datamodule):
+        model = self.make_model(frames_per_window=datamodule.frames_per_window)
+        before = _checksum(model.backbone)
+        trainer = _trainer(**{"max_epochs": 1, **model.trainer_arguments})
+        trainer.fit(model, datamodule=datamodule)
+        assert _checksum(model.backbone) == before, "the frozen VLM changed during fit"
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        (result,) = model.test_results.values()
+        videos = result.videos
+        scores = np.concatenate([v.frame_scores for v in videos])
+        gt = np.concatenate([v.gt for v in videos])
+        assert abs(result.metrics.auc - roc_auc_score(gt, scores)) < 1e-6
+        assert abs(result.metrics.ap - average_precision_score(gt, scores)) < 1e-6
+        trainer.predict(model, datamodule=datamodule)
+        (predicted,) = model.predict_results.values()
+        for a, b in zip(predicted, videos):
+            np.testing.assert_allclose(a.window_scores, b.window_scores, atol=1e-6)
+
+    def test_scores_do_not_depend_on_batch_size(self, small_world):
+        results = []
+        for batch in (1, 5):
+            dm = SyntheticUCFCrimeDataModule(domain="A", **{**small_world, "batch_size": batch})
+            model = self.make_model(frames_per_window=dm.frames_per_window)
+            _trainer().test(model, datamodule=dm, verbose=False)
+            results.append(np.concatenate([v.window_scores for v in model.test_results["synth_ucf_A"].videos]))
+        np.testing.assert_allclose(results[0], results[1], atol=1e-5)
+
+    def test_checkpoint_holds_no_frozen_weights(self):
+        model = self.make_model()
+        checkpoint = {"state_dict": model.state_dict()}
+        model.on_save_checkpoint(checkpoint)
+        frozen = model.frozen_state_keys()
+        assert frozen and not (frozen & set(checkpoint["state_dict"]))
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        assert trainable <= set(checkpoint["state_dict"])
+
+
+class TestFrozen(MethodContract):
+    def make_model(self, **kwargs):
+        return FrozenVLM(**kwargs)
+
+    def test_declares_nothing_to_train(self):
+        model = self.make_model()
+        assert model.trainer_arguments["max_epochs"] == 0
+        assert model.parameter_counts()["params_trainable"] == 0
+
+
+class MeanIntensity(BenchModule):
+    """A transparent scorer: the mean pixel value of the window, for checking the shared test loop by hand."""
+
+    method_name = "mean_intensity"
+
+    def score_windows(self, frames: torch.Tensor) -> ScoreOutput:
+        score = frames.float().mean(dim=(1, 2, 3, 4)) / 255.0
+        return ScoreOutput(p_anomaly=score, logit_margin=torch.logit(score), features=None)
+
+
+def test_test_loop_equals_a_hand_computed_reference(small_world):
+    dm = SyntheticUCFCrimeDataModule(domain="A", **{**small_world, "batch_size": 3})
+    model = MeanIntensity(keep_features=False, frames_per_window=dm.frames_per_window)
+    _trainer().test(model, datamodule=dm, verbose=False)
+    result = model.test_results["synth_ucf_A"]
+    all_scores, all_gt = [], []
+    for record, video in zip(dm.test_sets[0].records, result.videos):
+        indices = window_frame_indices(record.num_frames, fps=record.fps, spec=dm.window_spec)
+        window_scores = [read_frames(record.path, w).astype(np.float64).mean() / 255.0 for w in indices]
+        frames = np.empty(record.num_frames)
+        for i, s in enumerate(window_scores):  # window i covers [16 i, 16 (i + 1)), the last one to the end
+            frames[16 * i:16 * (i + 1)] = s
+        np.testing.assert_allclose(video.frame_scores, frames, atol=1e-6)
+        all_scores.append(frames)
+        all_gt.append(record.gt)
+    scores, gt = np.concatenate(all_scores), np.concatenate(all_gt)
+    assert abs(result.metrics.auc - roc_auc_score(gt, scores)) < 1e-6
+    assert abs(result.metrics.ap - average_precision_score(gt, scores)) < 1e-6
+    assert result.metrics.num_frames == gt.size and result.metrics.num_anomalous_frames == gt.sum()
