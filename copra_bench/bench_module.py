@@ -16,6 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from copra_bench.errors import EvaluationError
 from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector, concatenate
 from copra_bench.evaluation.metrics import AP_CONVENTION, FrameMetrics, frame_metrics, video_auc
 from copra_bench.vlm import ScoreOutput, VLMBackbone
@@ -60,6 +61,7 @@ class BenchModule(L.LightningModule, abc.ABC):
         self.frames_per_window = frames_per_window
         self.keep_features = keep_features
         self.test_results: dict[str, TestSetResult] = {}
+        self.test_errors: dict[str, str] = {}
         self.predict_results: dict[str, list[VideoScores]] = {}
         self._collectors: list[WindowScoreCollector] = []
         self._val_scores: list[tuple[float, int]] = []
@@ -130,17 +132,29 @@ class BenchModule(L.LightningModule, abc.ABC):
         self._collect(batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = {}
+        # Each test set is evaluated on its own: one that fails (missing windows, NaN scores) is recorded in
+        # ``test_errors`` and the others are still kept; RunArtifacts saves them, then reports the failure.
+        self.test_results, self.test_errors = {}, {}
         for collector in self._collectors:
-            collector.gather()
-            videos = collector.assemble()
-            scores, gt = concatenate(videos)
-            metrics = frame_metrics(scores, gt, num_videos=len(videos))
             name = collector.test_set.name
+            try:
+                collector.gather()
+                videos = collector.assemble()
+                scores, gt = concatenate(videos)
+            except EvaluationError as err:
+                self.test_errors[name] = str(err)
+                continue
+            metrics = frame_metrics(scores, gt, num_videos=len(videos))
             self.test_results[name] = TestSetResult(name=name, metrics=metrics, videos=videos)
             for key in ("auc", "ap"):
                 self.log(f"test/{name}/{key}", getattr(metrics, key), rank_zero_only=True)
         self._collectors = []
+
+    def on_test_end(self) -> None:
+        # Lightning calls callbacks' on_test_end first, so RunArtifacts has saved the sets that succeeded.
+        if self.test_errors:
+            raise EvaluationError("evaluation failed for "
+                                  + "; ".join(f"{k}: {v}" for k, v in self.test_errors.items()))
 
     def on_predict_epoch_start(self) -> None:
         self._start_collecting()

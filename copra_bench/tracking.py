@@ -199,8 +199,11 @@ class RunArtifacts(L.Callback):
         self._started["test"] = time.perf_counter()
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or not getattr(pl_module, "test_results", None):
-            return
+        # Runs before the module's own on_test_end, which raises for failed test sets: what succeeded is kept.
+        if trainer.is_global_zero and getattr(pl_module, "test_results", None):
+            self._save_test_results(trainer, pl_module)
+
+    def _save_test_results(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.timing["test_s"] = time.perf_counter() - self._started.pop("test", time.perf_counter())
         run_dir = run_dir_of(trainer)
         logger = _mlflow(trainer)
@@ -208,13 +211,13 @@ class RunArtifacts(L.Callback):
         for name, result in pl_module.test_results.items():
             path = save_scores(run_dir / "scores" / f"{name}.npz", result.videos,
                                extra={"stride": trainer.datamodule.window_spec.stride})
-            results[name] = {**result.metrics.as_dict(), "notes": result.metrics.notes}
+            results[name] = {**{k: _finite(v) for k, v in result.metrics.as_dict().items()},
+                             "notes": result.metrics.notes}
             if logger is not None:
                 logger.log_artifact(path, "scores")
         metrics_path = run_dir / "metrics.json"
         metrics_path.write_text(json.dumps({"test": results, "conventions": pl_module.metric_conventions(),
-                                            "timing": self.timing},
-                                           indent=2, default=lambda v: None if v != v else v))
+                                            "timing": self.timing}, indent=2))
         if logger is not None:
             logger.log_artifact(metrics_path)
         print(format_results_table(results, run_dir=run_dir))

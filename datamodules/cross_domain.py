@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from torch.utils.data import DataLoader
+import inspect
+import warnings
 
 from copra_bench.datamodules.base import TestSet, VADDataModule
 from copra_bench.datamodules.records import VideoRecord
 from copra_bench.errors import DataError
+
+
+_SHARED = ("frames_per_window", "frame_size", "train_regime", "val_fraction", "seed", "gt_end_inclusive")
+
+
+def _warn_if_overridden(member: VADDataModule, owner: VADDataModule) -> None:
+    """Say so when a member dataset was configured with a shared setting the cross-domain module replaces."""
+    defaults = inspect.signature(VADDataModule.__init__).parameters
+    for key in _SHARED:
+        mine, theirs = getattr(member, key), getattr(owner, key)
+        if mine != defaults[key].default and mine != theirs:
+            warnings.warn(f"{member.name}: {key}={mine!r} is replaced by the cross-domain setting {theirs!r} "
+                          f"(set data.init_args.{key} instead)", stacklevel=3)
 
 
 class CrossDomainDataModule(VADDataModule):
@@ -31,6 +45,7 @@ class CrossDomainDataModule(VADDataModule):
         self.target = target
         self.test_on_source = test_on_source
         for member in (source, target):  # one protocol for both test sets
+            _warn_if_overridden(member, self)
             member.window_spec = self.window_spec
             member.frames_per_window = self.frames_per_window
             member.frame_size = self.frame_size

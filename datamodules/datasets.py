@@ -96,10 +96,12 @@ class WindowDataset(IterableDataset):
         record = self.records[index]
         return window_frame_indices(record.num_frames, fps=record.fps, spec=self.spec)
 
-    def __len__(self) -> int:
-        reader, readers = _shard()
-        return sum(num_windows(r.num_frames, stride=self.spec.stride)
-                   for i, r in enumerate(self.records) if i % readers == reader)
+    # No __len__ on purpose: with several workers each one ends on a partial batch, so a length-derived batch count
+    # (which Lightning uses to stop the loop) is too small and the last windows would be silently dropped.
+
+    def num_windows(self) -> int:
+        """Windows of all videos (over all readers)."""
+        return sum(num_windows(r.num_frames, stride=self.spec.stride) for r in self.records)
 
     def __iter__(self) -> Iterator[dict]:
         reader, readers = _shard()

@@ -19,8 +19,8 @@ class SyntheticUCFCrimeDataModule(UCFCrimeDataModule):
     """Synthetic surveillance videos of one visual domain, in the UCF-Crime layout.
 
     Args:
-        domain: Visual domain of the synthetic world (``A`` or ``B``: background, agents, camera noise and
-            partly different anomaly kinds).
+        domain: Visual domain of the synthetic world: ``A`` sunny plaza, ``B`` night street, ``C`` indoor store
+            (background, agents, camera noise and partly different anomaly kinds).
         synth_seed: Seed of the generated world (videos are a pure function of the spec).
         num_train_normal, num_train_abnormal, num_test_normal, num_test_abnormal: Videos per split and label.
         video_fps: Frame rate of the generated videos.

@@ -46,7 +46,9 @@ class DataModuleContract:
             if regime == "dense":
                 assert idx.max() - idx.min() <= round(datamodule.window_spec.seconds * record.fps)
 
-    def test_test_windows_cover_every_video_once_and_match_decoding(self, datamodule):
+    @pytest.mark.parametrize("workers", [0, 2])
+    def test_test_windows_cover_every_video_once_and_match_decoding(self, datamodule, workers):
+        datamodule.num_workers = workers
         for test_set in datamodule.test_sets:
             loader = datamodule.test_dataloader()[datamodule.test_sets.index(test_set)]
             seen: dict[tuple[int, int], torch.Tensor] = {}

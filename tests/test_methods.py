@@ -59,10 +59,11 @@ class MethodContract:
         for a, b in zip(predicted, videos):
             np.testing.assert_allclose(a.window_scores, b.window_scores, atol=1e-6)
 
-    def test_scores_do_not_depend_on_batch_size(self, small_world):
+    def test_scores_do_not_depend_on_batch_size_or_workers(self, small_world):
         results = []
-        for batch in (1, 5):
-            dm = SyntheticUCFCrimeDataModule(domain="A", **{**small_world, "batch_size": batch})
+        for batch, workers in ((1, 0), (5, 2)):
+            dm = SyntheticUCFCrimeDataModule(domain="A", **{**small_world, "batch_size": batch,
+                                                            "num_workers": workers})
             model = self.make_model(frames_per_window=dm.frames_per_window)
             _trainer().test(model, datamodule=dm, verbose=False)
             results.append(np.concatenate([v.window_scores for v in model.test_results["synth_ucf_A"].videos]))
@@ -117,3 +118,32 @@ def test_test_loop_equals_a_hand_computed_reference(small_world):
     assert abs(result.metrics.auc - roc_auc_score(gt, scores)) < 1e-6
     assert abs(result.metrics.ap - average_precision_score(gt, scores)) < 1e-6
     assert result.metrics.num_frames == gt.size and result.metrics.num_anomalous_frames == gt.sum()
+
+
+class NightIsBroken(MeanIntensity):
+    """Produces NaN scores on dark frames: domain B (night street) fails, domain A (sunny plaza) does not."""
+
+    def score_windows(self, frames: torch.Tensor) -> ScoreOutput:
+        out = super().score_windows(frames)
+        out.p_anomaly[out.p_anomaly < 0.35] = float("nan")
+        return out
+
+
+def test_a_failing_test_set_does_not_lose_the_others(small_world, tmp_path):
+    from copra_bench.datamodules import CrossDomainDataModule
+    from copra_bench.errors import EvaluationError
+    from copra_bench.tracking import RunArtifacts
+
+    args = {k: small_world[k] for k in ("window_seconds", "frames_per_window", "batch_size", "val_fraction")}
+    world = {k: v for k, v in small_world.items() if k not in args}
+    dm = CrossDomainDataModule(SyntheticUCFCrimeDataModule(domain="A", **world),
+                               SyntheticUCFCrimeDataModule(domain="B", **world), frame_size=None, **args)
+    model = NightIsBroken(keep_features=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        default_root_dir=str(tmp_path), callbacks=[RunArtifacts()])
+    with pytest.raises(EvaluationError, match="synth_ucf_B: NaN or inf scores"):
+        trainer.test(model, datamodule=dm, verbose=False)
+    assert set(model.test_results) == {"synth_ucf_A"}
+    saved = list(tmp_path.rglob("scores/*.npz"))
+    assert [p.name for p in saved] == ["synth_ucf_A.npz"]
+    assert (saved[0].parent.parent / "metrics.json").is_file()
