@@ -46,7 +46,11 @@ class CopraCLI(LightningCLI):
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"})
+        tools = ", ".join(f"'{name}'" for name in COMMANDS)
+        kwargs.setdefault("parser_kwargs", {
+            "parser_mode": "omegaconf",
+            "description": f"copra_bench: VAD benchmark with VLMs. Lightning subcommands below; tool commands: {tools} "
+                           "(python -m copra_bench <tool> --help)."})
         super().__init__(BenchModule, VADDataModule, subclass_mode_model=True, subclass_mode_data=True,
                          save_config_callback=ConfigToRun, args=args, run=run, **kwargs)
 
@@ -95,10 +99,25 @@ def data_command(argv: list[str]) -> int:
     from copra_bench.datamodules.synthetic import main_synth
 
     tools = {"synth": main_synth}
+    usage = (f"usage: python -m copra_bench data {{{','.join(tools)}}} ...\n"
+             "  synth   write the synthetic world in a real release layout (see data synth --help)")
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
     if not argv or argv[0] not in tools:
-        print(f"usage: python -m copra_bench data {{{','.join(tools)}}} ...", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     return tools[argv[0]](argv[1:])
+
+
+class _NoCloudTips(logging.Filter):
+    """Drop Lightning's advertisements for its cloud services: this benchmark runs offline."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoCloudTips())
 
 
 def _user_error(exc: BaseException) -> CopraError | None:
