@@ -13,7 +13,7 @@ from typing import Literal
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from copra_bench.datamodules.datasets import ClipDataset, TrainRegime, WindowDataset
 from copra_bench.datamodules.records import VideoRecord
@@ -40,8 +40,9 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
         frames_per_window: ``K``, frames per training clip and per test window (8 in the paper).
         window_seconds: Length of a test window and of a dense training segment.
         window_stride: Frames between test window centres (16 in the field).
-        frame_size: Decoded frames are resized to this square size (``None``: native size). The VLM's processor
-            resizes again to its own patch grid; decoding small saves memory and time.
+        frame_size: Decoded frames are resized so their shorter side is ``frame_size``, aspect ratio kept
+            (``None``: native size, the default). The VLM's processor then applies its own documented resize to its
+            patch grid; a smaller decode size saves memory and time but is a protocol choice (recorded with the run).
         train_regime: ``sparse`` (K frames over the whole video) or ``dense`` (K frames over one 10 s segment).
         val_fraction: Share of training videos held out (stratified by label) for validation.
         batch_size: Training/validation clips per batch.
@@ -53,7 +54,7 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
     """
 
     def __init__(self, *, frames_per_window: int = 8, window_seconds: float = 10.0, window_stride: int = 16,
-                 frame_size: int | None = 224, train_regime: TrainRegime = "sparse", val_fraction: float = 0.1,
+                 frame_size: int | None = None, train_regime: TrainRegime = "sparse", val_fraction: float = 0.1,
                  batch_size: int = 8, test_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
                  gt_end_inclusive: bool = False, fps: float | None = None) -> None:
         super().__init__()
@@ -146,19 +147,31 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
         return ClipDataset(records, frames_per_clip=self.frames_per_window, regime=self.train_regime,
                            window_seconds=self.window_spec.seconds, frame_size=self.frame_size, train=train)
 
+    @staticmethod
+    def collate(items: list[dict]) -> dict:
+        """Batch items; frames of different resolutions (e.g. XD-Violence at native size) stay a list."""
+        shapes = {tuple(item["frames"].shape) for item in items}
+        if len(shapes) == 1:
+            return default_collate(items)
+        frames = [item.pop("frames") for item in items]
+        batch = default_collate(items)
+        batch["frames"] = frames
+        return batch
+
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self._clips(self.train_records, train=True), batch_size=self.batch_size, shuffle=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          collate_fn=self.collate)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_records:
             return []
         return DataLoader(self._clips(self.val_records, train=False), batch_size=self.batch_size,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, collate_fn=self.collate)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [DataLoader(WindowDataset(ts.records, spec=ts.window_spec, frame_size=self.frame_size),
-                           batch_size=self.test_batch_size, num_workers=self.num_workers)
+                           batch_size=self.test_batch_size, num_workers=self.num_workers, collate_fn=self.collate)
                 for ts in self.test_sets]
 
     def predict_dataloader(self) -> list[DataLoader]:

@@ -62,8 +62,9 @@ class CrossDomainDataModule(VADDataModule):
         self.source.prepare_data()
         self.target.prepare_data()
 
-    def load_split(self, split):  # noqa: D102 - the members load their own splits
-        raise NotImplementedError("CrossDomainDataModule delegates loading to its source and target")
+    def load_split(self, split):
+        """Training videos come from the source, test videos from the target."""
+        return (self.source if split == "train" else self.target).load_split(split)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", "validate", None) and not self.train_records:

@@ -62,11 +62,22 @@ def probe_video(path: str | Path) -> VideoInfo:
     return VideoInfo(num_frames=num_frames, fps=fps, width=width, height=height)
 
 
+def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """``(width, height)`` after resizing the shorter side to ``short_side`` with the aspect ratio kept (even
+    sizes, as codecs and patch grids like); the native size when ``short_side`` is ``None``."""
+    if short_side is None:
+        return width, height
+    scale = short_side / min(width, height)
+    even = lambda v: max(2, int(round(v * scale / 2)) * 2)  # noqa: E731
+    return (short_side, even(height)) if width <= height else (even(width), short_side)
+
+
 def _frame_to_array(frame: av.VideoFrame, size: int | None) -> np.ndarray:
     if size is None:
         return frame.to_ndarray(format="rgb24")
+    width, height = output_size(frame.width, frame.height, size)
     # swscale resizes while converting, far cheaper than resizing the full-size RGB array afterwards.
-    return frame.to_ndarray(format="rgb24", width=size, height=size)
+    return frame.to_ndarray(format="rgb24", width=width, height=height)
 
 
 def _decode(path: Path) -> Iterator[tuple[int, av.VideoFrame]]:
@@ -86,7 +97,10 @@ def _decode(path: Path) -> Iterator[tuple[int, av.VideoFrame]]:
 
 
 def read_frames(path: str | Path, indices: np.ndarray | list[int], *, size: int | None = None) -> np.ndarray:
-    """Decode the frames at ``indices`` (any order, repeats allowed) as ``[len(indices), H, W, 3]`` uint8 RGB."""
+    """Decode the frames at ``indices`` (any order, repeats allowed) as ``[len(indices), H, W, 3]`` uint8 RGB.
+
+    ``size``: shorter side after resizing (aspect ratio kept), ``None`` for the native size.
+    """
     path = Path(path)
     indices = np.asarray(indices, dtype=np.int64)
     wanted = set(indices.tolist())
@@ -112,7 +126,8 @@ def iter_windows(path: str | Path, window_indices: np.ndarray, *, size: int | No
         path: The video file.
         window_indices: ``[num_windows, K]`` frame indices per window, windows ordered by centre (so each window's
             first and last frame never decrease from one window to the next).
-        size: Square output size (resized while converting), or ``None`` for the native size.
+        size: Resize so the shorter side is ``size`` (aspect ratio kept; done while converting), or ``None`` for
+            the native size.
     """
     path = Path(path)
     window_indices = np.asarray(window_indices, dtype=np.int64)

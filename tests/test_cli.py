@@ -128,7 +128,7 @@ def test_missing_data_root_says_what_to_do(tmp_path, monkeypatch, capsys):
                  "--data.init_args.root", str(tmp_path / "no_ucf")])
     err = capsys.readouterr().err
     assert code == 2 and "no_ucf" in err and "data synth" in err
-    assert not (tmp_path / "mlflow.db").exists() or True  # nothing ran
+    assert not Path("outputs").exists(), "nothing may run before the data is found"
 
 
 def test_wrong_checkpoint_path(tmp_path, monkeypatch, capsys):
@@ -153,3 +153,20 @@ def test_data_synth_command(tmp_path, capsys):
                  "--max-seconds", "3", "--frame-size", "32", "--no-progress"]) == 0
     assert (out / "Anomaly_Detection_splits" / "Anomaly_Test.txt").read_text().count(".mp4") == 2
     assert main(["data"]) == 2
+
+
+@pytest.mark.slow
+def test_local_checkpoint_directory_gives_the_same_results(tmp_path, monkeypatch, synth_cache):
+    """A checkpoint is read from a local directory (as a real Qwen2-VL-7B would be), with identical scores."""
+    from copra_bench.vlm import VLMBackbone
+
+    monkeypatch.chdir(tmp_path)
+    checkpoint = VLMBackbone.load("tiny-qwen2-vl").save_pretrained(tmp_path / "my-qwen2-vl")
+    data = _small_data_config(tmp_path, synth_cache)
+    results = []
+    for backbone in ("tiny-qwen2-vl", str(checkpoint)):
+        assert main(["test", "--config", MAIN, "--data", data, "--model.init_args.backbone", backbone]) == 0
+        newest = max(Path("outputs").glob("*/*/metrics.json"), key=lambda p: p.stat().st_mtime)
+        results.append(json.loads(newest.read_text())["test"])
+    for name in ("synth_ucf_A", "synth_ucf_B"):
+        assert abs(results[0][name]["auc"] - results[1][name]["auc"]) < 1e-6

@@ -114,24 +114,15 @@ def test_missing_and_corrupt_videos_are_all_listed(small_world, tmp_path):
     dm.prepare_data()
     copy = tmp_path / "ucf"
     shutil.copytree(dm.root, copy)
-    videos = sorted(copy.rglob("*.mp4"))
-    videos[0].unlink()
-    videos[1].write_bytes(b"not a video at all")
-    broken = UCFCrimeDataModule(root=str(copy), frame_size=None)
+    train = sorted((copy / "Training_Normal_Videos_Anomaly").glob("*.mp4"))
+    train[0].unlink()
+    train[1].write_bytes(b"not a video at all")
     with pytest.raises(DataError) as err:
-        broken.setup("fit")
-        broken.setup("test")
+        UCFCrimeDataModule(root=str(copy), frame_size=None).load_split("train")
     message = str(err.value)
-    assert f"missing: " in message or "undecodable" in message
-    both = UCFCrimeDataModule(root=str(copy), frame_size=None)
-    problems = []
-    for split in ("train", "test"):
-        try:
-            both.load_split(split)
-        except DataError as e:
-            problems.append(str(e))
-    text = "\n".join(problems)
-    assert videos[0].stem in text and videos[1].stem in text
+    assert "2 of 6 videos cannot be read" in message  # 3 normal + 3 abnormal training videos
+    assert f"missing: {copy}" in message and train[0].stem in message
+    assert f"undecodable: {train[1]}" in message
 
 
 def test_truncated_video_fails_naming_the_file(small_world, tmp_path):
@@ -181,3 +172,22 @@ def test_each_test_video_is_decoded_once_per_pass(small_world, monkeypatch):
     records = dm.test_sets[0].records
     assert windows == sum(num_windows(r.num_frames, stride=16) for r in records) > len(records)
     assert sorted(opened) == sorted(r.path.name for r in records)
+
+
+def test_resize_keeps_aspect_ratio():
+    from copra_bench.datamodules.video_io import output_size
+
+    assert output_size(320, 240, None) == (320, 240)
+    assert output_size(320, 240, 120) == (160, 120)
+    assert output_size(240, 320, 120) == (120, 160)
+    assert output_size(64, 64, 32) == (32, 32)
+    assert output_size(1280, 720, 224) == (398, 224)  # 398.2 rounded to an even width
+
+
+def test_batches_of_mixed_resolutions_stay_lists():
+    items = [{"frames": torch.zeros(2, 4, 6, 3, dtype=torch.uint8), "label": 0},
+             {"frames": torch.zeros(2, 8, 6, 3, dtype=torch.uint8), "label": 1}]
+    batch = VADDataModule.collate(items)
+    assert isinstance(batch["frames"], list) and batch["label"].tolist() == [0, 1]
+    same = VADDataModule.collate([{"frames": torch.zeros(2, 4, 6, 3), "label": 0}] * 3)
+    assert same["frames"].shape == (3, 2, 4, 6, 3)
