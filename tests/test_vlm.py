@@ -310,3 +310,18 @@ def test_other_builtin_families(name, tmp_path):
     reloaded = VLMBackbone.load(str(bb.save_pretrained(tmp_path / name)))
     assert reloaded.family == bb.family
     torch.testing.assert_close(reloaded.score(clips).logit_margin, out.logit_margin, atol=0, rtol=0)
+
+
+def test_processing_device_route_gives_the_same_scores(backbone, videos):
+    """On an accelerator the video processor runs on the model's device; the same code path on CPU must agree."""
+    assert "device" in backbone._video_kwarg_names
+    routed = VLMBackbone.load("tiny-qwen2-vl", video_kwargs={"device": "cpu"})
+    torch.testing.assert_close(routed.score(videos).p_anomaly, backbone.score(videos).p_anomaly)
+
+
+def test_multiple_resolutions_in_one_batch(backbone):
+    clips = [_videos(1, size=64)[0], torch.randint(0, 255, (8, 48, 96, 3), dtype=torch.uint8)]
+    both = backbone.score(clips, return_features=True)
+    alone = backbone.score(clips[1:])
+    assert both.features.shape[0] == 2
+    torch.testing.assert_close(both.p_anomaly[1:], alone.p_anomaly, atol=1e-5, rtol=1e-5)

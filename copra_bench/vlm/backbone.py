@@ -300,6 +300,10 @@ class VLMBackbone(nn.Module):
         vp = getattr(self.processor, "video_processor", None)
         if "cap_pixels_per_frame" in self._video_kwarg_names and getattr(vp, "cap_pixels_per_frame", 0) is None:
             vkw["cap_pixels_per_frame"] = False  # K frames per clip: the cap never binds; silences a warning
+        if self.device.type != "cpu" and "device" in self._video_kwarg_names:
+            # Resize/normalise/patchify on the accelerator: on CPU this costs ~0.2 s per 8 windows of real size,
+            # as much as half a 7B forward on an H200.
+            vkw["device"] = str(self.device)
         vkw.update(self.video_kwargs)
         inputs = self.processor(
             text=[text] * len(clips),
