@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from copra_bench.errors import EvaluationError
+from copra_bench.errors import CopraError, EvaluationError
 from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector, concatenate
 from copra_bench.evaluation.metrics import AP_CONVENTION, FrameMetrics, frame_metrics, video_auc
 from copra_bench.vlm import ScoreOutput, VLMBackbone
@@ -79,6 +79,14 @@ class BenchModule(L.LightningModule, abc.ABC):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
         checkpoint["frozen_backbone"] = self.hparams.backbone
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # strict_loading is off only for the frozen keys: anything else missing is a wrong checkpoint.
+        expected = set(self.state_dict()) - self.frozen_state_keys()
+        missing = sorted(expected - set(checkpoint["state_dict"]))
+        if missing:
+            raise CopraError(f"checkpoint lacks {len(missing)} trained tensors of {type(self).__name__}, e.g. "
+                             f"{', '.join(missing[:5])}: it was saved by another method or configuration")
+
     # -------------------------------------------------------------------------------------------- what methods write
     @property
     def trainer_arguments(self) -> dict[str, Any]:
@@ -87,7 +95,8 @@ class BenchModule(L.LightningModule, abc.ABC):
 
     @abc.abstractmethod
     def score_windows(self, frames: torch.Tensor) -> ScoreOutput:
-        """Anomaly scores of a batch of inputs ``frames[B, K, H, W, 3]`` (uint8 RGB)."""
+        """Anomaly scores of a batch of inputs: ``frames[B, K, H, W, 3]`` uint8 RGB, or a list of ``[K, H, W, 3]``
+        when the batch mixes resolutions."""
 
     # --------------------------------------------------------------------------------------------- counts for logs
     def parameter_counts(self) -> dict[str, int]:

@@ -70,14 +70,17 @@ class MLFlowLogger(_LightningMLFlowLogger):
         tracking_uri: Default ``sqlite:///mlflow.db`` in the working directory; ``http://host:port`` for a server.
         local_dir: Root of the local run directories ``<local_dir>/<experiment id>/<run id>/``.
         tags: Extra run tags.
+        run_id: Log into this existing run (e.g. testing a trained model later) instead of starting a new one.
+        artifact_location: Artifact root of a new experiment (default: the tracking store's).
     """
 
     def __init__(self, experiment_name: str = "copra_bench", run_name: str | None = None,
                  tracking_uri: str = "sqlite:///mlflow.db", local_dir: str = "outputs",
-                 tags: dict[str, Any] | None = None) -> None:
+                 tags: dict[str, Any] | None = None, run_id: str | None = None,
+                 artifact_location: str | None = None) -> None:
         check_tracking_uri(tracking_uri)
         super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
-                         tags=tags, save_dir=None)
+                         tags=tags, save_dir=None, run_id=run_id, artifact_location=artifact_location)
         self.local_dir = Path(local_dir)
         self._upload_failed = False
 

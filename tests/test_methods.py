@@ -147,3 +147,29 @@ def test_a_failing_test_set_does_not_lose_the_others(small_world, tmp_path):
     saved = list(tmp_path.rglob("scores/*.npz"))
     assert [p.name for p in saved] == ["synth_ucf_A.npz"]
     assert (saved[0].parent.parent / "metrics.json").is_file()
+
+
+class WithHead(MeanIntensity):
+    """A method with one trained tensor, to check what checkpoints hold."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.head = torch.nn.Linear(2, 1)
+
+
+def test_checkpoint_roundtrip_keeps_trained_and_refuses_foreign(tmp_path):
+    model = WithHead(keep_features=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, max_epochs=0,
+                        default_root_dir=str(tmp_path))
+    trainer.strategy.connect(model)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=False)
+    assert set(saved["state_dict"]) == {"head.weight", "head.bias"}
+    assert path.stat().st_size < 100_000, "the frozen backbone must not be in the checkpoint"
+    fresh = WithHead.load_from_checkpoint(path)
+    torch.testing.assert_close(fresh.head.weight, model.head.weight)
+    foreign = {"state_dict": {}, "frozen_backbone": "tiny-qwen2-vl"}
+    from copra_bench.errors import CopraError
+    with pytest.raises(CopraError, match="lacks 2 trained tensors"):
+        fresh.on_load_checkpoint(foreign)
