@@ -170,3 +170,9 @@ def test_local_checkpoint_directory_gives_the_same_results(tmp_path, monkeypatch
         results.append(json.loads(newest.read_text())["test"])
     for name in ("synth_ucf_A", "synth_ucf_B"):
         assert abs(results[0][name]["auc"] - results[1][name]["auc"]) < 1e-6
+
+
+def test_omegaconf_interpolation_in_component_files(capsys, monkeypatch):
+    monkeypatch.setenv("UCF_CRIME_ROOT", "/mnt/somewhere/UCF-Crime")
+    config = _print_config(capsys, "--config", str(CONFIGS / "in_domain_ucf.yaml"))
+    assert config["data"]["init_args"]["root"] == "/mnt/somewhere/UCF-Crime"

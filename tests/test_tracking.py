@@ -1,0 +1,46 @@
+"""MLflow logger behaviour: fail fast on a bad store, keep a local copy, survive a store that breaks mid-run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from copra_bench.errors import TrackingError
+from copra_bench.tracking import MLFlowLogger, check_tracking_uri, flatten, format_results_table
+
+
+def test_bad_stores_fail_fast_with_the_uri(tmp_path, monkeypatch):
+    with pytest.raises(TrackingError, match="http://127.0.0.1:9 is unreachable"):
+        check_tracking_uri("http://127.0.0.1:9", timeout=2)
+    with pytest.raises(TrackingError, match="does not exist or is not writable"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/missing/dir/mlflow.db")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(TrackingError, match="maintenance mode"):
+        check_tracking_uri(f"file://{tmp_path}/mlruns")
+    check_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")  # fine
+
+
+def test_a_store_that_breaks_mid_run_loses_nothing(tmp_path):
+    logger = MLFlowLogger(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", local_dir=str(tmp_path / "outputs"),
+                          run_name="r")
+    logger.start()
+    logger.log_metrics({"test/a/auc": 0.75}, step=0)
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("tracking server went away")
+
+    logger.experiment.log_batch = broken
+    with pytest.warns(UserWarning, match="went away"):
+        logger.log_metrics({"test/a/ap": 0.5, "test/b/auc": float("nan")}, step=1)
+    logger.log_metrics({"x": 1.0}, step=2)  # warned once, still recorded locally
+    lines = [json.loads(line) for line in (logger.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [0, 1, 2]
+    assert lines[1]["test/a/ap"] == 0.5 and lines[1]["test/b/auc"] is None
+
+
+def test_flatten_and_table():
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": [{"e": 2}]}) == {"a.b": 1, "a.c": [1, 2], "d.0.e": 2}
+    table = format_results_table({"s": {"auc": 0.5, "ap": float("nan"), "num_videos": 2, "num_frames": 10,
+                                        "num_anomalous_frames": 5, "notes": ["n"]}})
+    assert "50.00" in table and "n/a" in table and "note: n" in table
