@@ -6,7 +6,6 @@ import inspect
 import warnings
 
 from copra_bench.datamodules.base import TestSet, VADDataModule
-from copra_bench.datamodules.records import VideoRecord
 from copra_bench.errors import DataError
 
 

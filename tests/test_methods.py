@@ -56,7 +56,7 @@ class MethodContract:
         assert abs(result.metrics.ap - average_precision_score(gt, scores)) < 1e-6
         trainer.predict(model, datamodule=datamodule)
         (predicted,) = model.predict_results.values()
-        for a, b in zip(predicted, videos):
+        for a, b in zip(predicted, videos, strict=True):
             np.testing.assert_allclose(a.window_scores, b.window_scores, atol=1e-6)
 
     def test_scores_do_not_depend_on_batch_size_or_workers(self, small_world):
@@ -105,7 +105,7 @@ def test_test_loop_equals_a_hand_computed_reference(small_world):
     _trainer().test(model, datamodule=dm, verbose=False)
     result = model.test_results["synth_ucf_A"]
     all_scores, all_gt = [], []
-    for record, video in zip(dm.test_sets[0].records, result.videos):
+    for record, video in zip(dm.test_sets[0].records, result.videos, strict=True):
         indices = window_frame_indices(record.num_frames, fps=record.fps, spec=dm.window_spec)
         window_scores = [read_frames(record.path, w).astype(np.float64).mean() / 255.0 for w in indices]
         frames = np.empty(record.num_frames)
