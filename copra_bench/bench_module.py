@@ -98,6 +98,11 @@ class BenchModule(L.LightningModule, abc.ABC):
         """Anomaly scores of a batch of inputs: ``frames[B, K, H, W, 3]`` uint8 RGB, or a list of ``[K, H, W, 3]``
         when the batch mixes resolutions."""
 
+    def score_batch(self, batch: dict) -> ScoreOutput:
+        """Scores of a test/predict/validation batch. The default scores ``batch["frames"]``; a method that needs
+        more of the batch (e.g. COPRA's per-chunk conditioning frames) overrides this instead of ``score_windows``."""
+        return self.score_windows(batch["frames"])
+
     # --------------------------------------------------------------------------------------------- counts for logs
     def parameter_counts(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())
@@ -109,7 +114,7 @@ class BenchModule(L.LightningModule, abc.ABC):
         self._val_scores = []
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        out = self.score_windows(batch["frames"])
+        out = self.score_batch(batch)
         self._val_scores += list(zip(out.p_anomaly.float().cpu().tolist(), batch["label"].cpu().tolist()))
 
     def on_validation_epoch_end(self) -> None:
@@ -129,7 +134,7 @@ class BenchModule(L.LightningModule, abc.ABC):
                             for ts in datamodule.test_sets]
 
     def _collect(self, batch: dict, dataloader_idx: int) -> ScoreOutput:
-        out = self.score_windows(batch["frames"])
+        out = self.score_batch(batch)
         features = out.features if self.keep_features else None
         self._collectors[dataloader_idx].add(batch["video_index"], batch["window_index"], out.p_anomaly, features)
         return out

@@ -110,6 +110,22 @@ def data_command(argv: list[str]) -> int:
     return tools[argv[0]](argv[1:])
 
 
+#: Modules that register tool commands when imported (kept lazy: ``python -m copra_bench fit`` never imports them).
+TOOL_MODULES = ("copra_bench.evaluation.command", "copra_bench.sweep.command", "copra_bench.report.command")
+
+
+def load_tool_commands() -> None:
+    """Import every module of :data:`TOOL_MODULES` that exists, so its ``@register_command`` runs."""
+    import importlib
+
+    for name in TOOL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:  # a missing dependency of an existing tool module is a real error
+                raise
+
+
 class _NoCloudTips(logging.Filter):
     """Drop Lightning's advertisements for its cloud services: this benchmark runs offline."""
 
@@ -136,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = sys.argv[1:] if from_shell else list(argv)
     try:
+        if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+            load_tool_commands()
         if argv and argv[0] in COMMANDS:
             return COMMANDS[argv[0]](argv[1:])
         CopraCLI(args=None if from_shell else argv)

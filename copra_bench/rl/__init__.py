@@ -1,0 +1,1 @@
+"""GRPO engine: group-relative policy optimisation for any policy that samples and scores completions."""

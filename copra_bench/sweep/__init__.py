@@ -1,0 +1,1 @@
+"""``python -m copra_bench sweep``: grids of runs over MLflow, resumable."""
