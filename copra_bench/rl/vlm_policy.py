@@ -1,0 +1,146 @@
+"""A frozen VLM as a GRPO policy, in two rollout modes.
+
+``mode="format"`` (default; instruction-tuned backbones): the completion is free text. Each input's processor
+outputs are repeated G times (input-major rows), G completions are sampled with the adaptation active at
+``repeats=G``, and :meth:`VLMPolicy.completion_logprobs` runs one forward over prompt + completion for the
+B * G rows, keeping logits for the completion positions only. Rewards: accuracy and format.
+
+``mode="constrained"`` (backbones that cannot follow the ``<think>…</think><answer>…</answer>`` format yet, such
+as the built-in random tiny models): the completion is the answer label alone. One forward of the B prompts ending
+with the answer prefix (as :meth:`VLMBackbone.score`) at ``repeats=1`` gives the distribution over the two label
+tokens ``"0"``/``"1"`` renormalised (``softmax(logits / temperature)`` over the pair); G labels are drawn from it
+per input; the log-prob of a completion is the pair's ``log_softmax`` at its label (T = 1). Rollout and loss each
+cost one forward of B rows, not B * G. The completion text is ``"<answer>k</answer>"`` so the accuracy reward
+reads it like a free-text answer; the format reward does not apply (it would always be 0), so the default
+rewards are accuracy alone. ``top_k`` / ``top_p`` are not applied to a two-token choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from copra_bench.vlm.backbone import BackboneError, VLMBackbone
+from copra_bench.vlm.sequences import completion_logprobs, expand_inputs, sample_completions
+
+from .engine import Adaptation, Rollouts
+from .grpo import GRPOConfig
+
+__all__ = ["MODES", "VLMPolicy"]
+
+MODES: dict[str, tuple[str, ...]] = {"format": ("accuracy", "format"), "constrained": ("accuracy",)}
+
+
+class VLMPolicy:
+    """GRPO policy over a frozen :class:`VLMBackbone` (see the module docstring for the two modes).
+
+    Args:
+        backbone: the frozen VLM; adaptations act on it (e.g. hooks on its language model).
+        mode: ``"format"`` or ``"constrained"``.
+    """
+
+    def __init__(self, backbone: VLMBackbone, mode: str = "format") -> None:
+        if mode not in MODES:
+            raise BackboneError(f"unknown VLMPolicy mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.backbone = backbone
+        self.mode = mode
+
+    @property
+    def default_rewards(self) -> tuple[str, ...]:
+        """``("accuracy", "format")`` in format mode, ``("accuracy",)`` in constrained mode."""
+        return MODES[self.mode]
+
+    # ------------------------------------------------------------------ rollouts
+    @torch.no_grad()
+    def rollout(
+        self, batch: dict, *, num_generations: int, adaptation: Adaptation | None, config: GRPOConfig
+    ) -> Rollouts:
+        """Sample ``num_generations`` completions per input of ``batch`` (``"frames"``, ``"label"``)."""
+        labels = _labels(batch).repeat_interleave(num_generations)
+        if self.mode == "constrained":
+            inputs = self.backbone.prepare_inputs(batch["frames"], with_answer_prefix=True)
+            with _adapted(adaptation, 1):
+                pair = self._label_logits(inputs)
+            probs = torch.softmax(pair / config.temperature, dim=-1)
+            choice = torch.multinomial(probs, num_generations, replacement=True).reshape(-1)  # [B * G], 0 or 1
+            answer_ids = torch.tensor(self.backbone.answer_token_ids, device=choice.device)
+            return Rollouts(
+                completion_ids=answer_ids[choice].unsqueeze(1),
+                mask=torch.ones(choice.shape[0], 1, device=choice.device),
+                texts=[f"<answer>{int(k)}</answer>" for k in choice.tolist()],
+                labels=labels.to(choice.device),
+                num_generations=num_generations,
+                max_length=1,
+                temperature=float(config.temperature),
+                extras={"inputs": inputs, "choice": choice},
+            )
+        inputs, frames = self.backbone._prepare(batch["frames"], with_answer_prefix=False)
+        expanded = expand_inputs(inputs, frames, num_generations)
+        with _adapted(adaptation, num_generations):
+            ids, mask, _ = sample_completions(
+                self.backbone,
+                expanded,
+                max_new_tokens=config.max_completion_length,
+                temperature=config.temperature,
+                top_k=config.top_k,
+                top_p=config.top_p,
+            )
+        texts = self.backbone.tokenizer.batch_decode(
+            [row[: int(m.sum())] for row, m in zip(ids, mask)],
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
+        )
+        return Rollouts(
+            completion_ids=ids,
+            mask=mask,
+            texts=texts,
+            labels=labels.to(ids.device),
+            num_generations=num_generations,
+            max_length=int(config.max_completion_length),
+            temperature=float(config.temperature),
+            extras={"inputs": expanded},
+        )
+
+    # ------------------------------------------------------------------ log-probs
+    def completion_logprobs(self, batch: dict, rollouts: Rollouts, *, adaptation: Adaptation | None) -> torch.Tensor:
+        """Per-token log-probs ``[N, T]`` (float32) of the rollouts' completions under ``adaptation`` (None = the
+        frozen reference); differentiable through the adaptation when grad is enabled."""
+        g = rollouts.num_generations
+        if self.mode == "constrained":
+            inputs = rollouts.extras.get("inputs")
+            if inputs is None:
+                inputs = self.backbone.prepare_inputs(batch["frames"], with_answer_prefix=True)
+            with _adapted(adaptation, 1):
+                pair = self._label_logits(inputs)
+            logp_pair = torch.log_softmax(pair / rollouts.temperature, dim=-1)  # [B, 2]
+            choice = rollouts.extras.get("choice")
+            if choice is None:
+                choice = (rollouts.completion_ids[:, 0] == self.backbone.answer_token_ids[1]).long()
+            return logp_pair.repeat_interleave(g, dim=0).gather(1, choice.to(pair.device).view(-1, 1))
+        inputs = rollouts.extras.get("inputs")
+        if inputs is None:
+            prompt, frames = self.backbone._prepare(batch["frames"], with_answer_prefix=False)
+            inputs = expand_inputs(prompt, frames, g)
+        with _adapted(adaptation, g):
+            return completion_logprobs(
+                self.backbone, inputs, rollouts.completion_ids, rollouts.mask, temperature=rollouts.temperature
+            )
+
+    def _label_logits(self, inputs: Any) -> torch.Tensor:
+        """``[B, 2]`` float32 logits of ``"0"`` and ``"1"`` at the last position (one forward, last logits only)."""
+        out = self.backbone.model(**inputs, logits_to_keep=1, use_cache=False)
+        id0, id1 = self.backbone.answer_token_ids
+        last = out.logits[:, -1, :]
+        return torch.stack((last[:, id0], last[:, id1]), dim=-1).float()
+
+
+def _adapted(adaptation: Adaptation | None, repeats: int):
+    return contextlib.nullcontext() if adaptation is None else adaptation(repeats)
+
+
+def _labels(batch: dict) -> torch.Tensor:
+    if "label" not in batch:
+        raise BackboneError(f"a GRPO batch needs 'frames' and 'label'; got keys {sorted(batch)}")
+    return torch.as_tensor(batch["label"]).long().reshape(-1).cpu()

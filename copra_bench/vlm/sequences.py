@@ -1,0 +1,143 @@
+"""Token-level access to a :class:`~copra_bench.vlm.backbone.VLMBackbone` for policy-gradient training.
+
+:meth:`VLMBackbone.generate` returns strings; GRPO needs the sampled token ids, their end-of-sequence mask, and a
+second differentiable forward over prompt + completion that returns the completion tokens' log-probabilities.
+
+* :func:`expand_inputs` repeats each input's processor outputs ``repeats`` times consecutively (input-major rows,
+  as ``generate(num_return_sequences=G)``), pixel tensors included, for every supported family: Qwen-VL's
+  flattened ``pixel_values_videos`` are split per video by ``video_grid_thw``, InternVL's per-frame tiles by frame
+  counts. Generation and log-prob forwards then see exactly the same B * G rows.
+* :func:`sample_completions` samples from the rows (no grad) and returns ids, mask and optionally raw logits.
+* :func:`completion_logprobs` runs the model on prompt + completion and returns per-token log-probs of the
+  completion, computing logits for the completion positions only (``logits_to_keep``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .backbone import BackboneError, VLMBackbone
+
+__all__ = ["completion_logprobs", "completion_mask", "expand_inputs", "sample_completions", "selective_log_softmax"]
+
+
+def expand_inputs(inputs, frames: list[int], repeats: int) -> dict[str, Any]:
+    """Processor outputs for B inputs -> the same for B * ``repeats`` rows, each input repeated consecutively.
+
+    Args:
+        inputs: the ``BatchFeature`` / dict from :meth:`VLMBackbone.prepare_inputs` (B rows).
+        frames: the number of frames of each input (to split per-frame pixel tensors).
+        repeats: copies per input.
+    """
+    items = dict(inputs)
+    if repeats == 1:
+        return items
+    batch = int(items["input_ids"].shape[0])
+    per_video_sizes: dict[str, list[int]] = {}
+    if "video_grid_thw" in items:
+        per_video_sizes["pixel_values_videos"] = items["video_grid_thw"].prod(-1).tolist()
+    if "image_grid_thw" in items:
+        per_video_sizes["pixel_values"] = items["image_grid_thw"].prod(-1).tolist()
+    out: dict[str, Any] = {}
+    for key, value in items.items():
+        if not isinstance(value, torch.Tensor):
+            out[key] = value
+            continue
+        sizes = per_video_sizes.get(key)
+        if sizes is None and value.dim() > 0 and value.shape[0] == batch:
+            out[key] = value.repeat_interleave(repeats, dim=0)
+            continue
+        if sizes is None and value.dim() > 0 and value.shape[0] == sum(frames) and len(frames) == batch:
+            sizes = frames  # one tile per frame (InternVL video frames)
+        if sizes is None or sum(sizes) != value.shape[0]:
+            raise BackboneError(
+                f"cannot repeat processor output {key!r} of shape {tuple(value.shape)} per input "
+                f"(batch {batch}, frames {frames}); extend copra_bench/vlm/sequences.py:expand_inputs"
+            )
+        chunks = torch.split(value, sizes, dim=0)
+        out[key] = torch.cat([chunk for chunk in chunks for _ in range(repeats)], dim=0)
+    return out
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
+    """``[N, T]`` float mask: 1 up to and including the first end-of-sequence token of each row, 0 after it."""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))
+    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # strictly after the first EOS
+    return (~after_eos).float()
+
+
+@torch.no_grad()
+def sample_completions(
+    backbone: VLMBackbone,
+    inputs: dict[str, Any],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    return_logits: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Sample one completion per row of ``inputs`` (already expanded). Same sampling settings as
+    :meth:`VLMBackbone.generate` (explicit, overriding the checkpoint's ``generation_config``; global torch RNG).
+
+    Returns:
+        ``(completion_ids [N, T], mask [N, T], logits [N, T, V] or None)``; logits are the raw (unprocessed)
+        next-token logits of each decoding step when ``return_logits``.
+    """
+    tok = backbone.tokenizer
+    eos = backbone._eos_ids()
+    out = backbone.model.generate(
+        **inputs,
+        max_new_tokens=int(max_new_tokens),
+        do_sample=True,
+        temperature=float(temperature),
+        top_k=int(top_k),
+        top_p=float(top_p),
+        num_return_sequences=1,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=eos,
+        repetition_penalty=1.0,
+        return_dict_in_generate=True,
+        output_logits=bool(return_logits),
+    )
+    completion_ids = out.sequences[:, inputs["input_ids"].shape[1] :]
+    logits = torch.stack(out.logits, dim=1) if return_logits else None
+    return completion_ids, completion_mask(completion_ids, eos), logits
+
+
+def completion_logprobs(
+    backbone: VLMBackbone,
+    inputs: dict[str, Any],
+    completion_ids: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Per-token log-probs ``[N, T]`` float32 of ``completion_ids`` after the (expanded, left-padded) prompts.
+
+    One forward over prompt + completion with logits for the last T + 1 positions only; the logits are divided by
+    ``temperature`` (the sampling distribution, as TRL). Positions after the end of a completion (mask 0) hold
+    finite but meaningless values. Differentiable when grad is enabled (the backbone itself is frozen).
+    """
+    n, length = completion_ids.shape
+    ids = torch.cat([inputs["input_ids"], completion_ids.to(inputs["input_ids"].device)], dim=1)
+    attention = torch.cat([inputs["attention_mask"], mask.to(inputs["attention_mask"])], dim=1)
+    model_inputs = dict(inputs, input_ids=ids, attention_mask=attention)
+    if "mm_token_type_ids" in inputs:
+        types = inputs["mm_token_type_ids"]
+        model_inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(n, length)], dim=1)
+    out = backbone.model(**model_inputs, logits_to_keep=length + 1, use_cache=False)
+    logits = out.logits[:, :-1, :].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return selective_log_softmax(logits, completion_ids.to(logits.device))
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(logits, -1).gather(-1, index)`` without materialising the full log-softmax (TRL's trick):
+    ``logit[index] - logsumexp(logits)``, row by row to bound the memory of the logsumexp temporaries."""
+    picked = logits.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    norm = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])
+    return picked - norm
