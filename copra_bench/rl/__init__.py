@@ -13,15 +13,15 @@ from .rewards import REWARDS, RewardError, accuracy_reward, format_reward, get_r
 from .vlm_policy import VLMPolicy
 
 __all__ = [
+    "LOSS_TYPES",
+    "REWARDS",
     "Adaptation",
     "Experience",
     "GRPOConfig",
     "GRPOConfigError",
     "GRPOEngine",
-    "LOSS_TYPES",
     "LinearBiasAdaptation",
     "Policy",
-    "REWARDS",
     "RewardError",
     "Rollouts",
     "TrainingError",

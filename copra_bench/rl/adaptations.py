@@ -9,7 +9,7 @@ as a cheap, policy-agnostic stand-in for a LoRA; it is a real (if weak) adaptati
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -16,8 +16,8 @@ only its gradient matters. With more iterations the engine stores ``old_logp`` f
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Sequence
 
 import torch
 

@@ -11,7 +11,7 @@ Add one with :func:`register_reward`::
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

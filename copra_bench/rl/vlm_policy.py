@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from copra_bench.vlm.backbone import BackboneError, VLMBackbone
-from copra_bench.vlm.sequences import completion_logprobs, expand_inputs, sample_completions
+from copra_bench.vlm.sequences import NonFiniteLogitsError, completion_logprobs, expand_inputs, sample_completions
 
-from .engine import Adaptation, Rollouts
+from .engine import Adaptation, Rollouts, TrainingError
 from .grpo import GRPOConfig
 
 __all__ = ["MODES", "VLMPolicy"]
@@ -63,6 +63,10 @@ class VLMPolicy:
             inputs = self.backbone.prepare_inputs(batch["frames"], with_answer_prefix=True)
             with _adapted(adaptation, 1):
                 pair = self._label_logits(inputs)
+            bad = (~torch.isfinite(pair)).any(dim=1).nonzero().flatten().tolist()
+            if bad:
+                raise _nonfinite_rollout([r * num_generations + g for r in bad for g in range(num_generations)],
+                                         num_generations)
             probs = torch.softmax(pair / config.temperature, dim=-1)
             choice = torch.multinomial(probs, num_generations, replacement=True).reshape(-1)  # [B * G], 0 or 1
             answer_ids = torch.tensor(self.backbone.answer_token_ids, device=choice.device)
@@ -78,15 +82,18 @@ class VLMPolicy:
             )
         inputs, frames = self.backbone._prepare(batch["frames"], with_answer_prefix=False)
         expanded = expand_inputs(inputs, frames, num_generations)
-        with _adapted(adaptation, num_generations):
-            ids, mask, _ = sample_completions(
-                self.backbone,
-                expanded,
-                max_new_tokens=config.max_completion_length,
-                temperature=config.temperature,
-                top_k=config.top_k,
-                top_p=config.top_p,
-            )
+        try:
+            with _adapted(adaptation, num_generations):
+                ids, mask, _ = sample_completions(
+                    self.backbone,
+                    expanded,
+                    max_new_tokens=config.max_completion_length,
+                    temperature=config.temperature,
+                    top_k=config.top_k,
+                    top_p=config.top_p,
+                )
+        except NonFiniteLogitsError as err:
+            raise _nonfinite_rollout(err.rows, num_generations) from err
         texts = self.backbone.tokenizer.batch_decode(
             [row[: int(m.sum())] for row, m in zip(ids, mask)],
             skip_special_tokens=True,
@@ -134,6 +141,16 @@ class VLMPolicy:
         id0, id1 = self.backbone.answer_token_ids
         last = out.logits[:, -1, :]
         return torch.stack((last[:, id0], last[:, id1]), dim=-1).float()
+
+
+def _nonfinite_rollout(rows: list[int], num_generations: int) -> TrainingError:
+    inputs = sorted({r // num_generations for r in rows})
+    return TrainingError(
+        f"non-finite logits while sampling rollouts: rows {rows} (inputs {inputs} of the batch); the adaptation "
+        "(generated weights) or the learning rate has probably diverged",
+        rows=rows,
+        inputs=inputs,
+    )
 
 
 def _adapted(adaptation: Adaptation | None, repeats: int):

@@ -20,7 +20,37 @@ import torch
 
 from .backbone import BackboneError, VLMBackbone
 
-__all__ = ["completion_logprobs", "completion_mask", "expand_inputs", "sample_completions", "selective_log_softmax"]
+__all__ = [
+    "NonFiniteLogitsError",
+    "completion_logprobs",
+    "completion_mask",
+    "expand_inputs",
+    "sample_completions",
+    "selective_log_softmax",
+]
+
+
+class NonFiniteLogitsError(BackboneError):
+    """Sampling met NaN/inf next-token logits (e.g. a diverged adaptation); ``rows`` are the offending rows."""
+
+    def __init__(self, message: str, rows: list[int]) -> None:
+        super().__init__(message)
+        self.rows = rows
+
+
+class _NonFiniteGuard:
+    """Logits processor recording rows whose scores are not finite and making them uniform, so that sampling
+    finishes and the caller can name the rows instead of failing inside ``torch.multinomial``."""
+
+    def __init__(self) -> None:
+        self.rows: set[int] = set()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        bad = torch.isnan(scores).any(dim=-1) | torch.isposinf(scores).any(dim=-1) | torch.isneginf(scores).all(dim=-1)
+        if bool(bad.any()):
+            self.rows.update(bad.nonzero().flatten().tolist())
+            scores = torch.where(bad.unsqueeze(-1), torch.zeros_like(scores), scores)
+        return scores
 
 
 def expand_inputs(inputs, frames: list[int], repeats: int) -> dict[str, Any]:
@@ -82,12 +112,18 @@ def sample_completions(
     """Sample one completion per row of ``inputs`` (already expanded). Same sampling settings as
     :meth:`VLMBackbone.generate` (explicit, overriding the checkpoint's ``generation_config``; global torch RNG).
 
+    Raises:
+        NonFiniteLogitsError: some rows had NaN/inf logits (named in ``rows``).
+
     Returns:
         ``(completion_ids [N, T], mask [N, T], logits [N, T, V] or None)``; logits are the raw (unprocessed)
         next-token logits of each decoding step when ``return_logits``.
     """
+    from transformers import LogitsProcessorList
+
     tok = backbone.tokenizer
     eos = backbone._eos_ids()
+    guard = _NonFiniteGuard()
     out = backbone.model.generate(
         **inputs,
         max_new_tokens=int(max_new_tokens),
@@ -101,7 +137,11 @@ def sample_completions(
         repetition_penalty=1.0,
         return_dict_in_generate=True,
         output_logits=bool(return_logits),
+        logits_processor=LogitsProcessorList([guard]),
     )
+    if guard.rows:
+        rows = sorted(guard.rows)
+        raise NonFiniteLogitsError(f"non-finite next-token logits while sampling rows {rows}", rows)
     completion_ids = out.sequences[:, inputs["input_ids"].shape[1] :]
     logits = torch.stack(out.logits, dim=1) if return_logits else None
     return completion_ids, completion_mask(completion_ids, eos), logits
