@@ -7,7 +7,9 @@ The Lightning subcommands go through :class:`CopraCLI` (LightningCLI, subclass m
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 import os
 import sys
@@ -20,7 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from copra_bench.bench_module import BenchModule
 from copra_bench.datamodules.base import VADDataModule
 from copra_bench.errors import CopraError
-from copra_bench.tracking import ConfigToRun, MLFlowLogger
+from copra_bench.tracking import ConfigToRun, MLFlowLogger, flatten
 
 log = logging.getLogger("copra_bench")
 
@@ -79,18 +81,55 @@ class CopraCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def after_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        digest = config_hash(json.loads(self._parser(self.subcommand).dump(config, format="json", skip_none=False)))
         for logger in self.trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 if logger._run_name is None:  # name known only now: the dataset name may depend on its arguments
                     logger._run_name = f"{self.model.method_name}-{self.datamodule.name}"
                 logger.tags = {**(logger.tags or {}), "method": self.model.method_name,
-                               "dataset": self.datamodule.name, "subcommand": str(self.subcommand)}
+                               "dataset": self.datamodule.name, "subcommand": str(self.subcommand),
+                               "config_hash": digest}
+                if self.subcommand == "fit" and config.get("ckpt_path") == "last" and logger._run_id is None:
+                    resume_run_of(logger, digest)
                 logger.start()
                 logger.set_tags({"run_dir": str(logger.run_dir)})
 
     def after_fit(self) -> None:
         if self._get(self.config, "test_after_fit", True) and not self.trainer.interrupted:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+
+
+#: Config keys that do not change what a run computes (left out of its identity hash).
+VOLATILE_KEYS = ("ckpt_path", "trainer.logger.init_args.run_id", "trainer.logger.init_args.run_name",
+                 "trainer.logger.init_args.tags")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Identity of a run's resolved config (12 hex digits), without :data:`VOLATILE_KEYS`."""
+    flat = {k: v for k, v in flatten(config).items() if not any(k == v_ or k.startswith(v_ + ".")
+                                                                  for v_ in VOLATILE_KEYS)}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def resume_run_of(logger: MLFlowLogger, digest: str) -> None:
+    """``fit --ckpt_path last``: continue the latest unfinished run of the same config (its MLflow run and its
+    checkpoint folder ``<local_dir>/<experiment>/<run>/checkpoints``, where Lightning then finds ``last.ckpt``)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(logger._tracking_uri)
+    experiment = client.get_experiment_by_name(logger._experiment_name)
+    if experiment is None:
+        return
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.config_hash = '{digest}'",
+                              order_by=["attributes.start_time DESC"], max_results=20)
+    for run in runs:
+        if run.info.status != "FINISHED":
+            logger._run_id = run.info.run_id
+            log.info("resuming MLflow run %s (status %s) of this config", run.info.run_id, run.info.status)
+            return
+    log.warning("--ckpt_path last: no unfinished run of this config (hash %s) in experiment %r; starting afresh",
+                digest, logger._experiment_name)
 
 
 @register_command("data")
