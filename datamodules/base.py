@@ -8,6 +8,7 @@ videos, the dense test windows (:class:`~copra_bench.windows.WindowSpec`), frame
 from __future__ import annotations
 
 import abc
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -16,13 +17,17 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, default_collate
 
-from copra_bench.datamodules.datasets import ClipDataset, TrainRegime, WindowDataset
+from copra_bench.datamodules.datasets import (
+    CONDITIONING_UNITS, TRAIN_REGIMES, ClipDataset, ConditioningUnit, TrainRegime, WindowDataset,
+)
 from copra_bench.datamodules.records import VideoRecord
 from copra_bench.datamodules.video_io import probe_video
 from copra_bench.errors import DataError, VideoDecodeError
 from copra_bench.windows import WindowSpec
 
 Split = Literal["train", "test"]
+OnBadVideo = Literal["error", "skip"]
+ProtocolValue = str | int | float | bool
 
 
 @dataclass
@@ -44,23 +49,33 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
         frame_size: Decoded frames are resized so their shorter side is ``frame_size``, aspect ratio kept
             (``None``: native size, the default). The VLM's processor then applies its own documented resize to its
             patch grid; a smaller decode size saves memory and time but is a protocol choice (recorded with the run).
-        train_regime: ``sparse`` (K frames over the whole video) or ``dense`` (K frames over one 10 s segment).
+        train_regime: ``sparse`` (K frames over the whole video), ``dense`` (K frames over one ``window_seconds``
+            segment) or ``chunked`` (K frames over one ``train_chunk_seconds`` chunk).
+        train_chunk_seconds: Chunk length of the ``chunked`` regime (the paper studies 30, 60 and 120 s).
         val_fraction: Share of training videos held out (stratified by label) for validation.
         batch_size: Training/validation clips per batch.
         test_batch_size: Test windows per batch (default: ``batch_size``).
         num_workers: DataLoader workers.
         seed: Seed of the train/validation partition.
         gt_end_inclusive: Whether annotated end frames are part of the event (see ``intervals_to_gt``).
-        fps: Override the fps read from the containers (e.g. for frame folders).
+        fps: Override the fps read from the containers (frame folders: their rate; see each dataset's default).
+        on_bad_video: ``error`` (default): missing or undecodable videos stop the run with one error listing every
+            bad file; ``skip``: they are left out with a warning giving the count, the count is logged to MLflow
+            (``data/skipped_videos``) with the list of files, and each test set's evaluated videos are recorded.
     """
 
     def __init__(self, *, frames_per_window: int = 8, window_seconds: float = 10.0, window_stride: int = 16,
                  frame_size: int | None = None, train_regime: TrainRegime = "sparse", val_fraction: float = 0.1,
                  batch_size: int = 8, test_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
-                 gt_end_inclusive: bool = False, fps: float | None = None) -> None:
+                 gt_end_inclusive: bool = False, fps: float | None = None, train_chunk_seconds: float = 60.0,
+                 on_bad_video: OnBadVideo = "error") -> None:
         super().__init__()
-        if train_regime not in ("sparse", "dense"):
-            raise DataError(f"train_regime must be 'sparse' or 'dense', got {train_regime!r}")
+        if train_regime not in TRAIN_REGIMES:
+            raise DataError(f"train_regime must be one of {', '.join(TRAIN_REGIMES)}, got {train_regime!r}")
+        if on_bad_video not in ("error", "skip"):
+            raise DataError(f"on_bad_video must be 'error' or 'skip', got {on_bad_video!r}")
+        if train_chunk_seconds <= 0:
+            raise DataError(f"train_chunk_seconds must be > 0, got {train_chunk_seconds}")
         if not 0.0 <= val_fraction < 1.0:
             raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.window_spec = WindowSpec(stride=window_stride, seconds=window_seconds,
@@ -75,6 +90,14 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
         self.seed = seed
         self.gt_end_inclusive = gt_end_inclusive
         self.fps = fps
+        self.train_chunk_seconds = train_chunk_seconds
+        self.on_bad_video = on_bad_video
+        #: Frame rate of frame-folder videos when ``fps`` is not set (frame folders carry none; set by readers).
+        self.frames_fps: float | None = None
+        self.conditioning_unit: ConditioningUnit = "window"
+        self.conditioning_chunk_seconds = 120.0
+        #: Videos left out by ``on_bad_video: skip``, per split: ``"missing: <path>"`` / ``"undecodable: <path> (...)"``.
+        self.skipped: dict[str, list[str]] = {}
         self.train_records: list[VideoRecord] = []
         self.val_records: list[VideoRecord] = []
         self._test_sets: list[TestSet] | None = None
@@ -93,27 +116,105 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
         """
 
     # ------------------------------------------------------------------------------------------------------ helpers
-    def probe(self, records: list[VideoRecord]) -> list[VideoRecord]:
-        """Fill ``num_frames`` and ``fps`` from each container; one error listing every unreadable file."""
+    def annotation_source(self) -> str:
+        """Which ground truth the test split uses (recorded with the run; numbers on different GTs differ)."""
+        return "n/a"
+
+    def protocol_settings(self) -> dict[str, ProtocolValue]:
+        """Every setting that changes the numbers of a run, flat (logged as ``protocol.<key>`` params)."""
+        return {
+            "dataset": self.name, "annotation_source": self.annotation_source(),
+            "gt_end_inclusive": self.gt_end_inclusive,
+            "source": getattr(self, "source", "videos"),
+            "fps": float(self.fps) if self.fps else "container",
+            "frames_fps": float(self.frames_fps) if self.frames_fps else "n/a", "frame_size": self.frame_size or "native",
+            "window_seconds": float(self.window_spec.seconds), "window_stride": self.window_spec.stride,
+            "frames_per_window": self.frames_per_window, "train_regime": self.train_regime,
+            "train_chunk_seconds": float(self.train_chunk_seconds), "on_bad_video": self.on_bad_video,
+            "conditioning_unit": self.conditioning_unit,
+            "conditioning_chunk_seconds": float(self.conditioning_chunk_seconds),
+        }
+
+    def set_conditioning(self, unit: ConditioningUnit, chunk_seconds: float = 120.0) -> None:
+        """Make test/predict items carry the frames of their conditioning unit (see
+        :class:`~copra_bench.datamodules.datasets.WindowDataset`). Call before ``test_dataloader()`` (a method calls
+        it from its ``setup()``); ``window`` (the default) adds nothing."""
+        if unit not in CONDITIONING_UNITS:
+            raise DataError(f"conditioning unit must be one of {', '.join(CONDITIONING_UNITS)}, got {unit!r}")
+        if chunk_seconds <= 0:
+            raise DataError(f"conditioning chunk_seconds must be > 0, got {chunk_seconds}")
+        self.conditioning_unit = unit
+        self.conditioning_chunk_seconds = float(chunk_seconds)
+
+    def find_bad_videos(self, records: list[VideoRecord]) -> list[tuple[VideoRecord, str]]:
+        """Probe every record (fills ``num_frames`` and ``fps``); ``(record, problem)`` for each unreadable one."""
         def check(record: VideoRecord) -> str | None:
-            if not record.path.is_file():
+            if not record.path.exists():
                 return f"missing: {record.path}"
             try:
-                info = probe_video(record.path)
+                info = probe_video(record.path, fps=self.fps or (self.frames_fps if record.path.is_dir() else None))
             except VideoDecodeError as err:
                 return f"undecodable: {record.path} ({err})"
             record.num_frames = record.num_frames or info.num_frames
-            record.fps = float(self.fps or info.fps)
+            record.fps = float(info.fps)
             return None
 
         # Opening ~2000 containers is I/O bound (network file systems especially): a few threads.
         with ThreadPoolExecutor(max_workers=8) as pool:
-            bad = [problem for problem in pool.map(check, records) if problem]
-        if bad:
-            shown = "\n  ".join(bad[:50]) + (f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else "")
-            raise DataError(f"{self.name}: {len(bad)} of {len(records)} videos cannot be read:\n  {shown}\n"
-                            "Restore these files (or remove them from the split list) and run again.")
-        return records
+            problems = list(pool.map(check, records))
+        return [(r, p) for r, p in zip(records, problems, strict=True) if p]
+
+    def probe(self, records: list[VideoRecord], split: str = "") -> list[VideoRecord]:
+        """Fill ``num_frames`` and ``fps`` from each container; the readable records.
+
+        Unreadable videos: one error listing every one of them (``on_bad_video: error``), or they are left out with
+        a warning giving the count (``skip``; listed in :attr:`skipped`).
+        """
+        bad = self.find_bad_videos(records)
+        if not bad:
+            return records
+        lines = [problem for _, problem in bad]
+        where = f"{self.name} {split}".strip()
+        if self.on_bad_video == "skip":
+            self.skipped[split] = lines
+            warnings.warn(f"{where}: skipping {len(bad)} of {len(records)} videos that cannot be read (on_bad_video: "
+                          f"skip); e.g. {lines[0]}", stacklevel=2)
+            dropped = {id(r) for r, _ in bad}
+            return [r for r in records if id(r) not in dropped]
+        shown = "\n  ".join(lines[:50]) + (f"\n  ... and {len(lines) - 50} more" if len(lines) > 50 else "")
+        raise DataError(f"{where}: {len(bad)} of {len(records)} videos cannot be read:\n  {shown}\n"
+                        "Restore these files (or remove them from the split list, or set on_bad_video: skip) and "
+                        "run again. `python -m copra_bench data inspect --config <data config>` lists every problem.")
+
+    def skipped_videos(self) -> dict[str, list[str]]:
+        """Videos left out by ``on_bad_video: skip``: ``{"<dataset>/<split>": [problem, ...]}``."""
+        return {f"{self.name}/{split}": lines for split, lines in self.skipped.items() if lines}
+
+    def log_data_report(self) -> None:
+        """With a trainer holding an MLflow logger: log ``data/skipped_videos`` (and the list as an artifact) and,
+        for every test set, ``evaluated_videos/<test set>.txt`` (exactly the videos that enter its metric)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not trainer.is_global_zero:
+            return
+        from copra_bench.tracking import MLFlowLogger
+
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+        if logger is None:
+            return
+        skipped = self.skipped_videos()
+        count = sum(len(v) for v in skipped.values())
+        logger.log_metrics({"data/skipped_videos": float(count)})
+        if count:
+            path = logger.run_dir / "skipped_videos.txt"
+            path.write_text("".join(f"{key}\t{line}\n" for key, lines in skipped.items() for line in lines))
+            logger.log_artifact(path)
+        if self._test_sets:
+            folder = logger.run_dir / "evaluated_videos"
+            folder.mkdir(parents=True, exist_ok=True)
+            for test_set in self._test_sets:
+                path = folder / f"{test_set.name}.txt"
+                path.write_text("".join(f"{r.name}\n" for r in test_set.records))
+                logger.log_artifact(path, "evaluated_videos")
 
     # ------------------------------------------------------------------------------------------------------- stages
     def setup(self, stage: str | None = None) -> None:
@@ -121,6 +222,7 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
             self.train_records, self.val_records = self._split_train(self.load_split("train"))
         if stage in ("test", "predict", None) and self._test_sets is None:
             self._test_sets = [TestSet(self.name, self.load_split("test"), self.window_spec)]
+        self.log_data_report()
 
     def _split_train(self, records: list[VideoRecord]) -> tuple[list[VideoRecord], list[VideoRecord]]:
         if not records:
@@ -148,17 +250,24 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
     # -------------------------------------------------------------------------------------------------- dataloaders
     def _clips(self, records: list[VideoRecord], *, train: bool) -> ClipDataset:
         return ClipDataset(records, frames_per_clip=self.frames_per_window, regime=self.train_regime,
-                           window_seconds=self.window_spec.seconds, frame_size=self.frame_size, train=train)
+                           window_seconds=self.window_spec.seconds, frame_size=self.frame_size, train=train,
+                           chunk_seconds=self.train_chunk_seconds)
 
     @staticmethod
     def collate(items: list[dict]) -> dict:
-        """Batch items; frames of different resolutions (e.g. XD-Violence at native size) stay a list."""
+        """Batch items; frames of different resolutions (e.g. XD-Violence at native size) stay a list, and so do
+        ``condition_frames`` always (windows of one unit share one tensor: stacking would copy it per window)."""
+        items = [dict(item) for item in items]
+        condition = [item.pop("condition_frames") for item in items] if "condition_frames" in items[0] else None
         shapes = {tuple(item["frames"].shape) for item in items}
         if len(shapes) == 1:
-            return default_collate(items)
-        frames = [item.pop("frames") for item in items]
-        batch = default_collate(items)
-        batch["frames"] = frames
+            batch = default_collate(items)
+        else:
+            frames = [item.pop("frames") for item in items]
+            batch = default_collate(items)
+            batch["frames"] = frames
+        if condition is not None:
+            batch["condition_frames"] = condition
         return batch
 
     def train_dataloader(self) -> DataLoader:
@@ -173,7 +282,8 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
                           num_workers=self.num_workers, collate_fn=self.collate)
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [DataLoader(WindowDataset(ts.records, spec=ts.window_spec, frame_size=self.frame_size),
+        return [DataLoader(WindowDataset(ts.records, spec=ts.window_spec, frame_size=self.frame_size,
+                                         unit=self.conditioning_unit, chunk_seconds=self.conditioning_chunk_seconds),
                            batch_size=self.test_batch_size, num_workers=self.num_workers, collate_fn=self.collate)
                 for ts in self.test_sets]
 

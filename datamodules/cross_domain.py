@@ -1,28 +1,78 @@
-"""Cross-domain protocol: train (and validate) on one dataset, test on another and on the source's own test split."""
+"""Cross-domain protocol: train (and validate) on one dataset, test on another and on the source's own test split.
+
+:class:`ComposedDataModule` is the shared base of the protocols built from member datasets (cross-domain,
+multi-source): it pushes one set of protocol settings into every member so all test sets are cut and decoded
+identically, forwards test-time conditioning, and combines the members' protocol settings and skipped videos.
+"""
 
 from __future__ import annotations
 
 import inspect
 import warnings
 
-from copra_bench.datamodules.base import TestSet, VADDataModule
+from copra_bench.datamodules.base import ProtocolValue, TestSet, VADDataModule
 from copra_bench.errors import DataError
 
-
-_SHARED = ("frames_per_window", "frame_size", "train_regime", "val_fraction", "seed", "gt_end_inclusive")
+_SHARED = ("frames_per_window", "frame_size", "train_regime", "val_fraction", "seed", "gt_end_inclusive",
+           "train_chunk_seconds", "on_bad_video")
 
 
 def _warn_if_overridden(member: VADDataModule, owner: VADDataModule) -> None:
-    """Say so when a member dataset was configured with a shared setting the cross-domain module replaces."""
+    """Say so when a member dataset was configured with a shared setting the composed module replaces."""
     defaults = inspect.signature(VADDataModule.__init__).parameters
     for key in _SHARED:
         mine, theirs = getattr(member, key), getattr(owner, key)
         if mine != defaults[key].default and mine != theirs:
-            warnings.warn(f"{member.name}: {key}={mine!r} is replaced by the cross-domain setting {theirs!r} "
-                          f"(set data.init_args.{key} instead)", stacklevel=3)
+            warnings.warn(f"{member.name}: {key}={mine!r} is replaced by the {owner.protocol_name} setting "
+                          f"{theirs!r} (set data.init_args.{key} instead)", stacklevel=4)
 
 
-class CrossDomainDataModule(VADDataModule):
+class ComposedDataModule(VADDataModule):
+    """A protocol over member datasets; subclasses set :attr:`members` and build train records and test sets."""
+
+    protocol_name = "composed"
+
+    def _adopt(self, members: list[VADDataModule]) -> None:
+        self.members = members
+        for member in members:  # one protocol for every test set
+            _warn_if_overridden(member, self)
+            member.window_spec = self.window_spec
+            for key in _SHARED:
+                setattr(member, key, getattr(self, key))
+
+    def prepare_data(self) -> None:
+        for member in self.members:
+            member.prepare_data()
+
+    def set_conditioning(self, unit, chunk_seconds: float = 120.0) -> None:
+        super().set_conditioning(unit, chunk_seconds)
+        for member in self.members:
+            member.set_conditioning(unit, chunk_seconds)
+
+    def protocol_settings(self) -> dict[str, ProtocolValue]:
+        """This module's settings, plus each member's own (``<member>.<key>``) where they differ."""
+        settings = super().protocol_settings()
+        settings["dataset"] = self.name
+        settings["annotation_source"] = ",".join(f"{m.name}:{m.annotation_source()}" for m in self.members)
+        settings["source"] = ",".join(f"{m.name}:{m.source}" for m in self.members)
+        for member in self.members:
+            for key, value in member.protocol_settings().items():
+                if key not in ("dataset",) and settings.get(key) != value and key not in ("annotation_source",
+                                                                                          "source"):
+                    settings[f"{member.name}.{key}"] = value
+        return settings
+
+    def skipped_videos(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for member in self.members:
+            out.update(member.skipped_videos())
+        return out
+
+    def _member_test_set(self, member: VADDataModule) -> TestSet:
+        return TestSet(member.name, member.load_split("test"), self.window_spec)
+
+
+class CrossDomainDataModule(ComposedDataModule):
     """Train/val from ``source``; test on ``target`` (and on ``source``'s test split when ``test_on_source``).
 
     Window geometry, frame size and batch sizes come from this module and are pushed into both datasets, so the
@@ -35,6 +85,8 @@ class CrossDomainDataModule(VADDataModule):
         **kwargs: Shared settings, see :class:`~copra_bench.datamodules.base.VADDataModule`.
     """
 
+    protocol_name = "cross-domain"
+
     def __init__(self, source: VADDataModule, target: VADDataModule, *, test_on_source: bool = True,
                  **kwargs) -> None:
         super().__init__(**kwargs)
@@ -43,23 +95,11 @@ class CrossDomainDataModule(VADDataModule):
         self.source = source
         self.target = target
         self.test_on_source = test_on_source
-        for member in (source, target):  # one protocol for both test sets
-            _warn_if_overridden(member, self)
-            member.window_spec = self.window_spec
-            member.frames_per_window = self.frames_per_window
-            member.frame_size = self.frame_size
-            member.train_regime = self.train_regime
-            member.val_fraction = self.val_fraction
-            member.seed = self.seed
-            member.gt_end_inclusive = self.gt_end_inclusive
+        self._adopt([source, target])
 
     @property
     def name(self) -> str:
         return f"{self.source.name}_to_{self.target.name}"
-
-    def prepare_data(self) -> None:
-        self.source.prepare_data()
-        self.target.prepare_data()
 
     def load_split(self, split):
         """Training videos come from the source, test videos from the target."""
@@ -70,7 +110,8 @@ class CrossDomainDataModule(VADDataModule):
             self.source.setup("fit")
             self.train_records, self.val_records = self.source.train_records, self.source.val_records
         if stage in ("test", "predict", None) and self._test_sets is None:
-            sets = [TestSet(self.target.name, self.target.load_split("test"), self.window_spec)]
+            sets = [self._member_test_set(self.target)]
             if self.test_on_source:
-                sets.append(TestSet(self.source.name, self.source.load_split("test"), self.window_spec))
+                sets.append(self._member_test_set(self.source))
             self._test_sets = sets
+        self.log_data_report()

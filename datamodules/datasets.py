@@ -10,20 +10,30 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from copra_bench.datamodules.records import VideoRecord
-from copra_bench.datamodules.video_io import iter_windows, read_frames
+from copra_bench.datamodules.video_io import iter_windows, read_frames, read_frames_seeking
 from copra_bench.windows import WindowSpec, half_window, uniform_indices, window_frame_indices, num_windows
 
-TrainRegime = Literal["sparse", "dense"]
+TrainRegime = Literal["sparse", "dense", "chunked"]
+TRAIN_REGIMES = ("sparse", "dense", "chunked")
+ConditioningUnit = Literal["window", "chunk", "video"]
+CONDITIONING_UNITS = ("window", "chunk", "video")
+
+
+def chunk_length(fps: float, chunk_seconds: float) -> int:
+    """Frames per chunk: ``round(chunk_seconds * fps)`` (at least 1). Chunk ``j`` is ``[j*C, (j+1)*C)``."""
+    return max(1, int(round(chunk_seconds * fps)))
 
 
 def clip_indices(num_frames: int, *, k: int, regime: TrainRegime, fps: float, seconds: float,
-                 jitter: torch.Generator | None) -> np.ndarray:
+                 jitter: torch.Generator | None, chunk_seconds: float = 60.0) -> np.ndarray:
     """``k`` frame indices of one training clip.
 
     ``sparse``: spread over the whole video (the regime the COPRA paper criticises: long-range, few frames);
-    ``dense``: over one ``seconds``-long segment (what the test windows see). With ``jitter`` (training) each of the
-    ``k`` slots is drawn inside its sub-segment and the dense segment's position is random; without it (validation)
-    the sampling is the deterministic uniform one of the test windows, the dense segment centred in the video.
+    ``dense``: over one ``seconds``-long segment (what the test windows see); ``chunked``: over one chunk of
+    ``chunk_seconds`` on the fixed chunk grid ``[j*C, (j+1)*C)`` that test-time chunk conditioning uses (the last
+    chunk may be shorter). With ``jitter`` (training) each of the ``k`` slots is drawn inside its sub-segment and the
+    segment/chunk is random; without it (validation) the sampling is the deterministic uniform one of the test
+    windows, on the segment centred in the video (dense) or the chunk holding the middle frame (chunked).
     """
     if regime == "sparse":
         start, end = 0, num_frames
@@ -34,8 +44,13 @@ def clip_indices(num_frames: int, *, k: int, regime: TrainRegime, fps: float, se
         else:
             start = int(torch.randint(0, num_frames - length + 1, (1,), generator=jitter))
         end = start + length
+    elif regime == "chunked":
+        size = chunk_length(fps, chunk_seconds)
+        chunks = -(-num_frames // size)
+        chunk = (num_frames // 2) // size if jitter is None else int(torch.randint(0, chunks, (1,), generator=jitter))
+        start, end = chunk * size, min((chunk + 1) * size, num_frames)
     else:
-        raise ValueError(f"unknown training regime {regime!r}; use 'sparse' or 'dense'")
+        raise ValueError(f"unknown training regime {regime!r}; use one of {', '.join(TRAIN_REGIMES)}")
     if jitter is None:
         return uniform_indices(start, end, k)
     offsets = torch.rand(k, generator=jitter).numpy()
@@ -47,8 +62,9 @@ class ClipDataset(Dataset):
     """One clip of ``K`` frames per video with its video-level label (training and validation items)."""
 
     def __init__(self, records: list[VideoRecord], *, frames_per_clip: int, regime: TrainRegime,
-                 window_seconds: float, frame_size: int | None, train: bool) -> None:
+                 window_seconds: float, frame_size: int | None, train: bool, chunk_seconds: float = 60.0) -> None:
         self.records = records
+        self.chunk_seconds = chunk_seconds
         self.frames_per_clip = frames_per_clip
         self.regime = regime
         self.window_seconds = window_seconds
@@ -63,7 +79,7 @@ class ClipDataset(Dataset):
         # torch's RNG is seeded per worker by Lightning (seed_everything(workers=True)): reproducible jitter.
         jitter = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)))) if self.train else None
         indices = clip_indices(record.num_frames, k=self.frames_per_clip, regime=self.regime, fps=record.fps,
-                               seconds=self.window_seconds, jitter=jitter)
+                               seconds=self.window_seconds, jitter=jitter, chunk_seconds=self.chunk_seconds)
         frames = read_frames(record.path, indices, size=self.frame_size)
         return {"frames": torch.from_numpy(frames), "label": record.label, "video_index": index,
                 "frame_indices": torch.from_numpy(indices)}
@@ -85,12 +101,24 @@ class WindowDataset(IterableDataset):
     Videos are dealt round-robin to DDP ranks and DataLoader workers, so each window is read by exactly one reader
     (no DistributedSampler padding: no duplicated or dropped windows). Items carry the video and window index;
     the module puts the scores back together per video.
+
+    Conditioning (``unit`` ``chunk`` or ``video``, for methods that adapt per unit of time such as COPRA): each item
+    also carries ``condition_key`` (the index of the chunk ``[j*C, (j+1)*C)`` holding the window centre, ``C =
+    round(chunk_seconds * fps)``; always 0 for ``video``) and ``condition_frames`` (``[K, H, W, 3]`` uint8, the frames
+    ``uniform_indices(unit_start, unit_end, K)`` of that unit; one tensor object shared by all windows of the unit).
+    These K frames per unit are read by a short seek-read before the video's windows are streamed: they are the only
+    frames decoded twice in a test pass.
     """
 
-    def __init__(self, records: list[VideoRecord], *, spec: WindowSpec, frame_size: int | None) -> None:
+    def __init__(self, records: list[VideoRecord], *, spec: WindowSpec, frame_size: int | None,
+                 unit: ConditioningUnit = "window", chunk_seconds: float = 120.0) -> None:
+        if unit not in CONDITIONING_UNITS:
+            raise ValueError(f"conditioning unit must be one of {', '.join(CONDITIONING_UNITS)}, got {unit!r}")
         self.records = records
         self.spec = spec
         self.frame_size = frame_size
+        self.unit = unit
+        self.chunk_seconds = chunk_seconds
 
     def windows_of(self, index: int) -> np.ndarray:
         record = self.records[index]
@@ -103,11 +131,35 @@ class WindowDataset(IterableDataset):
         """Windows of all videos (over all readers)."""
         return sum(num_windows(r.num_frames, stride=self.spec.stride) for r in self.records)
 
+    def condition_units(self, record: VideoRecord) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Per window, the key of its conditioning unit; per key, the K frame indices of that unit."""
+        centres = np.arange(num_windows(record.num_frames, stride=self.spec.stride)) * self.spec.stride
+        if self.unit == "video":
+            return np.zeros_like(centres), {0: uniform_indices(0, record.num_frames, self.spec.frames_per_window)}
+        size = chunk_length(record.fps, self.chunk_seconds)
+        keys = centres // size
+        return keys, {int(j): uniform_indices(int(j) * size, min((int(j) + 1) * size, record.num_frames),
+                                              self.spec.frames_per_window) for j in np.unique(keys)}
+
+    def _condition_frames(self, record: VideoRecord) -> tuple[np.ndarray, dict[int, torch.Tensor]]:
+        keys, units = self.condition_units(record)
+        order = sorted(units)
+        flat = np.concatenate([units[j] for j in order])
+        frames = read_frames_seeking(record.path, flat, size=self.frame_size)
+        k = self.spec.frames_per_window
+        return keys, {j: torch.from_numpy(frames[i * k:(i + 1) * k].copy()) for i, j in enumerate(order)}
+
     def __iter__(self) -> Iterator[dict]:
         reader, readers = _shard()
         for index in range(reader, len(self.records), readers):
             record = self.records[index]
             indices = self.windows_of(index)
+            keys, condition = (None, None) if self.unit == "window" else self._condition_frames(record)
             for window, frames in iter_windows(record.path, indices, size=self.frame_size):
-                yield {"frames": torch.from_numpy(frames), "video_index": index, "window_index": window,
-                       "label": record.label}
+                item = {"frames": torch.from_numpy(frames), "video_index": index, "window_index": window,
+                        "label": record.label}
+                if keys is not None:
+                    key = int(keys[window])
+                    item["condition_key"] = key
+                    item["condition_frames"] = condition[key]
+                yield item

@@ -27,7 +27,8 @@ from .synthetic_render import DOMAINS, DomainStyle, VideoPlan, plan_event, plan_
 
 __all__ = [
     "DOMAINS", "GENERATOR_VERSION", "LAYOUTS", "UCF_CRIME_CLASSES", "DomainStyle", "SyntheticSpec", "SyntheticVideo",
-    "build_plan", "cache_path", "ensure_synthetic", "generate_ucf_crime", "main_synth", "plan_videos", "write_mp4",
+    "build_plan", "cache_path", "ensure_synthetic", "generate_ucf_crime", "main_synth", "plan_videos", "write_frames",
+    "write_mp4",
 ]
 
 GENERATOR_VERSION = 1  # bump when rendering changes; part of the cache key
@@ -194,7 +195,32 @@ def write_mp4(path: str | Path, chunks: Iterable[np.ndarray], *, fps: int) -> in
     return count
 
 
-def generate_ucf_crime(out_dir: str | Path, spec: SyntheticSpec, *, progress: bool = True) -> Path:
+def write_frames(folder: str | Path, chunks: Iterable[np.ndarray], *, pattern: str = "{:06d}.jpg", first: int = 1,
+                 quality: int = 95) -> int:
+    """Write uint8 RGB frames as a frame folder (``000001.jpg ...`` by default; ShanghaiTech uses ``000.jpg ...``,
+    ``pattern="{:03d}.jpg", first=0``); returns the number of frames written. JPEG is lossy, as in the real copies."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for chunk in chunks:
+        for frame in chunk:
+            Image.fromarray(frame).save(folder / pattern.format(first + count), quality=quality)
+            count += 1
+    return count
+
+
+def write_video(path: Path, chunks: Iterable[np.ndarray], *, fps: int, frames: bool) -> int:
+    """A video file at ``path`` or, with ``frames``, a frame folder at ``path`` without its suffix."""
+    if frames:
+        return write_frames(path.with_suffix(""), chunks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_mp4(path, chunks, fps=fps)
+
+
+def generate_ucf_crime(out_dir: str | Path, spec: SyntheticSpec, *, progress: bool = True,
+                       frames: bool = False) -> Path:
     """Write the spec's videos in the UCF-Crime release layout under ``out_dir``.
 
     Writes ``Anomaly-Videos-Part-1/<Class>/<Class>NNN_x264.mp4``, ``Training_Normal_Videos_Anomaly/
@@ -206,6 +232,7 @@ def generate_ucf_crime(out_dir: str | Path, spec: SyntheticSpec, *, progress: bo
         out_dir: output folder (created; existing files of the same names are overwritten).
         spec: what to synthesise.
         progress: show a tqdm bar over the videos.
+        frames: write each video as a frame folder ``<relpath without .mp4>/000001.jpg ...`` instead of a file.
 
     Returns:
         ``out_dir`` as a Path.
@@ -219,7 +246,7 @@ def generate_ucf_crime(out_dir: str | Path, spec: SyntheticSpec, *, progress: bo
     for video in bar:
         path = out / video.relpath
         path.parent.mkdir(parents=True, exist_ok=True)
-        written = write_mp4(path, render_chunks(build_plan(spec, video)), fps=spec.fps)
+        written = write_video(path, render_chunks(build_plan(spec, video)), fps=spec.fps, frames=frames)
         assert written == video.num_frames, (video.name, written)
 
     def order(v: SyntheticVideo) -> tuple:  # abnormal classes grouped (alphabetically), then normals, like the release
@@ -235,9 +262,10 @@ def generate_ucf_crime(out_dir: str | Path, spec: SyntheticSpec, *, progress: bo
         bounds = [x for s, e, _ in v.events for x in (s, e)] + [-1] * (4 - 2 * len(v.events))
         lines.append("  ".join([f"{v.name}.mp4", v.cls, *map(str, bounds)]) + "\n")
     (out / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt").write_text("".join(lines))
-    meta = {"layout": "ucf_crime", "spec": asdict(spec), "generator_version": GENERATOR_VERSION,
+    meta = {"layout": "ucf_crime", "frames": frames, "spec": asdict(spec), "generator_version": GENERATOR_VERSION,
             "event_convention": "end_exclusive", "domain_style": asdict(DOMAINS[spec.domain]),
-            "videos": [v.meta(spec.fps) for v in videos]}
+            "videos": [{**v.meta(spec.fps), "relpath": str(Path(v.relpath).with_suffix("")) if frames else v.relpath}
+                       for v in videos]}
     (out / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     (out / COMPLETE_MARKER).write_text(f"generator_version={GENERATOR_VERSION}\n")
     return out
@@ -252,16 +280,20 @@ def _layout_fn(layout: str) -> Callable[..., Path]:
     return LAYOUTS[layout]
 
 
-def cache_path(spec: SyntheticSpec, *, layout: str = "ucf_crime", cache_dir: str | Path | None = None) -> Path:
-    """Where :func:`ensure_synthetic` keeps ``spec``: ``<cache>/synthetic/<layout>-<domain>-<12-char sha1>``."""
+def cache_path(spec: SyntheticSpec, *, layout: str = "ucf_crime", cache_dir: str | Path | None = None,
+               frames: bool = False) -> Path:
+    """Where :func:`ensure_synthetic` keeps ``spec``: ``<cache>/synthetic/<layout>[-frames]-<domain>-<12-char sha1>``.
+    """
     _layout_fn(layout)
     root = Path(cache_dir or os.environ.get("COPRA_CACHE_DIR") or "~/.cache/copra_bench").expanduser()
-    payload = json.dumps([layout, asdict(spec), GENERATOR_VERSION], sort_keys=True)
-    return root / "synthetic" / f"{layout}-{spec.domain}-{hashlib.sha1(payload.encode()).hexdigest()[:12]}"
+    key: list = [layout, asdict(spec), GENERATOR_VERSION] + (["frames"] if frames else [])
+    payload = json.dumps(key, sort_keys=True)
+    name = f"{layout}{'-frames' if frames else ''}-{spec.domain}"
+    return root / "synthetic" / f"{name}-{hashlib.sha1(payload.encode()).hexdigest()[:12]}"
 
 
 def ensure_synthetic(spec: SyntheticSpec, *, layout: str = "ucf_crime", cache_dir: str | Path | None = None,
-                     progress: bool = True) -> Path:
+                     progress: bool = True, frames: bool = False) -> Path:
     """Return a complete synthetic dataset for ``spec``, generating it into the cache only if needed.
 
     A cached folder is reused (untouched) when it holds the ``.complete`` marker. Otherwise the data is generated in a
@@ -273,19 +305,20 @@ def ensure_synthetic(spec: SyntheticSpec, *, layout: str = "ucf_crime", cache_di
         layout: a key of :data:`LAYOUTS`.
         cache_dir: cache root; default ``$COPRA_CACHE_DIR`` or ``~/.cache/copra_bench``.
         progress: show a progress bar while generating.
+        frames: write frame folders instead of video files (see the layout's generator).
 
     Returns:
         The dataset root folder.
     """
     generate = _layout_fn(layout)
-    final = cache_path(spec, layout=layout, cache_dir=cache_dir)
+    final = cache_path(spec, layout=layout, cache_dir=cache_dir, frames=frames)
     if (final / COMPLETE_MARKER).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-        generate(tmp, spec, progress=progress)
+        generate(tmp, spec, progress=progress, **({"frames": True} if frames else {}))
         for _ in range(5):
             try:
                 os.replace(tmp, final)  # atomic; fails if `final` exists and is not empty
@@ -325,6 +358,8 @@ def main_synth(argv: list[str] | None = None) -> int:
         if f.name != "domain":
             parser.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(defaults, f.name)),
                                 default=getattr(defaults, f.name), help=f"default: {getattr(defaults, f.name)}")
+    parser.add_argument("--frames", action="store_true",
+                        help="write pre-extracted frame folders (<video>/000001.jpg ...) instead of video files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
@@ -332,11 +367,14 @@ def main_synth(argv: list[str] | None = None) -> int:
         spec = SyntheticSpec(**{f.name: getattr(args, f.name) for f in fields(SyntheticSpec)})
     except ValueError as err:
         parser.error(str(err))
-    out = generate(args.out, spec, progress=not args.no_progress)
+    out = generate(args.out, spec, progress=not args.no_progress, **({"frames": True} if args.frames else {}))
     print(out)
     videos = json.loads((out / META_FILE).read_text())["videos"]
     n_abn = sum(v["label"] for v in videos)
     print(f"{len(videos)} videos ({n_abn} abnormal, {len(videos) - n_abn} normal), "
           f"{sum(v['num_frames'] for v in videos)} frames at {spec.fps} fps, "
-          f"{spec.frame_size}x{spec.frame_size}, {args.layout} layout, domain {spec.domain}")
+          f"{spec.frame_size}x{spec.frame_size}, {args.layout} layout{' (frame folders)' if args.frames else ''}, domain {spec.domain}")
     return 0
+
+
+from copra_bench.datamodules import synthetic_layouts  # noqa: E402,F401  registers the other layouts in LAYOUTS

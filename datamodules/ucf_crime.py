@@ -9,15 +9,19 @@ Expected under ``root`` (any of the layouts that circulate)::
     Temporal_Anomaly_Annotation_for_Testing_Videos.txt               (or Temporal_Anomaly_Annotation.txt)
 
 Videos are found by file stem anywhere under ``root``, so the Part-1..4 / Videos/ variants need no option.
+With ``source: frames`` each video is a folder of images named by the stem (``.../Abuse028_x264/000001.jpg``),
+anywhere under ``root``; fps defaults to the release's 30.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from copra_bench.datamodules.base import Split, VADDataModule
+import numpy as np
+
+from copra_bench.datamodules.base import Split
 from copra_bench.datamodules.records import VideoRecord, intervals_to_gt
+from copra_bench.datamodules.release import ReleaseDataModule, SplitListing
 from copra_bench.errors import DataError
 
 UCF_CLASSES = ("Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting", "RoadAccidents",
@@ -83,22 +87,7 @@ def parse_temporal_annotation(path: Path) -> dict[str, tuple[str, list[tuple[int
     return table
 
 
-def _find(root: Path, override: str | None, candidates: tuple[str, ...], what: str) -> Path:
-    if override:
-        path = Path(override)
-        path = path if path.is_absolute() else root / path
-        if not path.is_file():
-            raise DataError(f"{what} {path} does not exist. {HOW_TO_GET}")
-        return path
-    for folder in (root / "Anomaly_Detection_splits", root):
-        for name in candidates:
-            if (folder / name).is_file():
-                return folder / name
-    raise DataError(f"no {what} ({' or '.join(candidates)}) in {root} or {root / 'Anomaly_Detection_splits'}. "
-                    f"{HOW_TO_GET}")
-
-
-class UCFCrimeDataModule(VADDataModule):
+class UCFCrimeDataModule(ReleaseDataModule):
     """UCF-Crime: 1610 training videos with video labels, 290 test videos with frame-level annotation.
 
     Args:
@@ -106,61 +95,70 @@ class UCFCrimeDataModule(VADDataModule):
         annotation_file: Test annotation, relative to ``root`` or absolute (default: the official file). Any other
             source (e.g. VERA's UCF_Eval.json intervals) is a different ground truth: numbers are not comparable.
         split_dir: Folder of ``Anomaly_Train.txt`` / ``Anomaly_Test.txt`` (default: found under ``root``).
+        source: ``videos`` (as released) or ``frames`` (pre-extracted frame folders named by the video stem).
         **kwargs: See :class:`~copra_bench.datamodules.base.VADDataModule`.
     """
 
+    default_frames_fps = 30.0
+    how_to_get = HOW_TO_GET
+
     def __init__(self, root: str, *, annotation_file: str | None = None, split_dir: str | None = None,
                  **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.root = Path(root).expanduser()
         self.annotation_file = annotation_file
         self.split_dir = split_dir
-        self._index: dict[str, Path] | None = None
-        self.check_root()
+        self._annotation: dict[str, tuple[str, list[tuple[int, int]]]] = {}
+        super().__init__(root, **kwargs)
 
     @property
     def name(self) -> str:
         return "ucf_crime"
 
-    def check_root(self) -> None:
-        if not self.root.is_dir():
-            raise DataError(f"UCF-Crime root {self.root} does not exist. {HOW_TO_GET}")
+    def annotation_source(self) -> str:
+        return Path(self.annotation_file).name if self.annotation_file else "official"
+
+    def _find(self, override: str | None, candidates: tuple[str, ...], what: str) -> Path:
+        if override:
+            return self.resolve(self.root, override, candidates, what)
+        for folder in (self.root / "Anomaly_Detection_splits", self.root):
+            for name in candidates:
+                if (folder / name).is_file():
+                    return folder / name
+        raise DataError(f"no {what} ({' or '.join(candidates)}) in {self.root} or "
+                        f"{self.root / 'Anomaly_Detection_splits'}. {HOW_TO_GET}")
 
     def split_file(self, split: Split) -> Path:
-        candidates = (SPLIT_FILES[split],)
-        if self.split_dir:
-            return _find(self.root, str(Path(self.split_dir) / SPLIT_FILES[split]), candidates, f"{split} split list")
-        return _find(self.root, None, candidates, f"{split} split list")
+        override = str(Path(self.split_dir) / SPLIT_FILES[split]) if self.split_dir else None
+        return self._find(override, (SPLIT_FILES[split],), f"{split} split list")
 
-    def video_index(self) -> dict[str, Path]:
-        """``{stem: path}`` of every ``.mp4`` under root (walked once)."""
-        if self._index is None:
-            index: dict[str, Path] = {}
-            for folder, _, files in os.walk(self.root, followlinks=True):
-                for file in files:
-                    if file.lower().endswith(".mp4"):
-                        index.setdefault(video_stem(file), Path(folder) / file)
-            self._index = index
-        return self._index
+    def annotation_path(self) -> Path:
+        return self._find(self.annotation_file, ANNOTATION_FILES, "temporal annotation")
 
-    def load_split(self, split: Split) -> list[VideoRecord]:
-        self.check_root()
-        entries = parse_split(self.split_file(split))
-        if not entries:
-            raise DataError(f"{self.split_file(split)} lists no videos: the {split} split is empty")
+    def list_split(self, split: Split) -> SplitListing:
+        split_path = self.split_file(split)
+        entries = parse_split(split_path)
         index = self.video_index()
-        records = [VideoRecord(name=stem, path=index.get(stem, self.root / f"{stem}.mp4"),
-                               label=int(cls != "Normal"), classes=(cls,)) for stem, cls in entries]
-        self.probe(records)
+        missing_path = (lambda stem: self.root / stem) if self.source == "frames" else \
+            (lambda stem: self.root / f"{stem}.mp4")
+        records = [VideoRecord(name=stem, path=index.get(stem, missing_path(stem)), label=int(cls != "Normal"),
+                               classes=(cls,)) for stem, cls in entries]
+        listing = SplitListing(records=records, expected=len(entries), files=[split_path])
         if split == "test":
-            annotation_path = _find(self.root, self.annotation_file, ANNOTATION_FILES, "temporal annotation")
-            annotation = parse_temporal_annotation(annotation_path)
-            missing = [r.name for r in records if r.name not in annotation]
-            if missing:
-                raise DataError(f"{annotation_path} has no entry for {len(missing)} test videos: "
-                                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+            annotation_path = self.annotation_path()
+            listing.files.append(annotation_path)
+            self._annotation = parse_temporal_annotation(annotation_path)
+            listed = {stem for stem, _ in entries}
+            listing.annotations_without_video = sorted(n for n in self._annotation if n not in listed or
+                                                       n not in index)
+            listing.videos_without_annotation = [r.name for r in records if r.name not in self._annotation]
             for record in records:
-                _, events = annotation[record.name]
-                record.gt = intervals_to_gt(events, record.num_frames, end_inclusive=self.gt_end_inclusive,
-                                            video=record.name)
-        return records
+                if record.name not in self._annotation:
+                    continue
+                cls, events = self._annotation[record.name]
+                if cls != record.classes[0] or bool(events) != bool(record.label):
+                    listing.label_mismatches.append(
+                        f"{record.name} (split list: {record.classes[0]}; annotation: {cls}, {len(events)} events)")
+        return listing
+
+    def ground_truth(self, record: VideoRecord) -> np.ndarray:
+        _, events = self._annotation[record.name]
+        return intervals_to_gt(events, record.num_frames, end_inclusive=self.gt_end_inclusive, video=record.name)

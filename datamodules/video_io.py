@@ -1,5 +1,9 @@
 """Video decoding with PyAV: probe, read a few frames, and stream overlapping windows decoding each frame once.
 
+A "video" is either a container file (``.mp4``, ``.avi``...) or a frame folder (``<video>/000001.jpg ...`` or
+ShanghaiTech's ``<video>/000.jpg ...``: frame ``i`` is the ``i``-th image in numeric order). Frame folders carry no
+frame rate: the DataModule supplies it (config ``fps`` or the dataset's documented rate).
+
 Dense test windows overlap ~19x (10 s windows every 16 frames at 30 fps), so decoding per window would decode every
 frame ~19 times. :func:`iter_windows` decodes a video once, front to back, keeps only the frames some pending window
 still needs, and yields each window as soon as its last frame has been decoded: memory stays bounded by one window's
@@ -12,13 +16,43 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import re
+
 import av
 import numpy as np
+from PIL import Image
 
 from copra_bench.errors import VideoDecodeError
 
 
 THREADED_DECODE_MIN_PIXELS = 320 * 240
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+_DIGITS = re.compile(r"(\d+)")
+
+
+def is_frame_folder(path: Path) -> bool:
+    """A directory holding at least one image file."""
+    return path.is_dir() and any(f.suffix.lower() in IMAGE_EXTENSIONS for f in path.iterdir())
+
+
+def frame_files(folder: str | Path) -> list[Path]:
+    """The images of a frame folder in frame order (numeric order of the last number in the name)."""
+    def order(path: Path) -> tuple:
+        numbers = _DIGITS.findall(path.stem)
+        return (int(numbers[-1]) if numbers else -1, path.name)
+
+    files = [f for f in Path(folder).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=order)
+
+
+def _read_image(path: Path) -> av.VideoFrame:
+    try:
+        with Image.open(path) as image:
+            return av.VideoFrame.from_ndarray(np.asarray(image.convert("RGB")), format="rgb24")
+    except (OSError, ValueError) as err:
+        raise VideoDecodeError(f"cannot decode frame image {path}: {err}. Re-extract the frames of this video.") \
+            from err
 
 
 @dataclass(frozen=True)
@@ -43,12 +77,24 @@ def _open(path: Path) -> av.container.InputContainer:
     return container
 
 
-def probe_video(path: str | Path) -> VideoInfo:
-    """Frame count, fps and size from the container; counts packets when the container has no frame count."""
+def probe_video(path: str | Path, *, fps: float | None = None) -> VideoInfo:
+    """Frame count, fps and size from the container; counts packets when the container has no frame count.
+
+    Frame folders: the number of images and the size of the first one; ``fps`` must be given (a folder has none).
+    For containers ``fps`` (when given) replaces the container's rate.
+    """
     path = Path(path)
+    if path.is_dir():
+        files = frame_files(path)
+        if not files:
+            raise VideoDecodeError(f"frame folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        if not fps:
+            raise VideoDecodeError(f"frame folder {path} has no frame rate: set the DataModule's fps")
+        first = _read_image(files[0])
+        return VideoInfo(num_frames=len(files), fps=float(fps), width=first.width, height=first.height)
     with _open(path) as container:
         stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+        fps_read = float(stream.average_rate or stream.guessed_rate or 0.0)
         num_frames = int(stream.frames or 0)
         if num_frames <= 0:
             try:
@@ -56,6 +102,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             except av.error.FFmpegError as err:
                 raise VideoDecodeError(f"cannot read packets of {path}: {err}") from err
         width, height = stream.codec_context.width, stream.codec_context.height
+    fps = float(fps or fps_read)
     if num_frames <= 0 or fps <= 0:
         raise VideoDecodeError(f"{path}: the container reports {num_frames} frames at {fps} fps; the file is "
                                "probably truncated or corrupt")
@@ -80,7 +127,12 @@ def _frame_to_array(frame: av.VideoFrame, size: int | None) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", width=width, height=height)
 
 
-def _decode(path: Path) -> Iterator[tuple[int, av.VideoFrame]]:
+def _decode(path: Path, needed: np.ndarray | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
+    """``(index, frame)`` in frame order. Containers are decoded front to back (every frame); frame folders read
+    only the images whose ``needed[index]`` is set (all when ``needed`` is None)."""
+    if path.is_dir():
+        yield from _read_folder(path, needed)
+        return
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -96,6 +148,17 @@ def _decode(path: Path) -> Iterator[tuple[int, av.VideoFrame]]:
         container.close()
 
 
+def _read_folder(path: Path, needed: np.ndarray | None) -> Iterator[tuple[int, av.VideoFrame]]:
+    files = frame_files(path)
+    if not files:
+        raise VideoDecodeError(f"frame folder {path} holds no images")
+    for index, file in enumerate(files):
+        if needed is None or (index < needed.shape[0] and needed[index]):
+            yield index, _read_image(file)
+        elif needed is not None and index >= needed.shape[0]:
+            return
+
+
 def read_frames(path: str | Path, indices: np.ndarray | list[int], *, size: int | None = None) -> np.ndarray:
     """Decode the frames at ``indices`` (any order, repeats allowed) as ``[len(indices), H, W, 3]`` uint8 RGB.
 
@@ -106,7 +169,9 @@ def read_frames(path: str | Path, indices: np.ndarray | list[int], *, size: int 
     wanted = set(indices.tolist())
     last = int(indices.max())
     kept: dict[int, np.ndarray] = {}
-    for index, frame in _decode(path):
+    needed = np.zeros(last + 1, dtype=bool)
+    needed[indices] = True
+    for index, frame in _decode(path, needed):
         if index in wanted:
             kept[index] = _frame_to_array(frame, size)
         if index >= last:
@@ -139,7 +204,7 @@ def iter_windows(path: str | Path, window_indices: np.ndarray, *, size: int | No
     needed[window_indices.ravel()] = True
     buffer: dict[int, np.ndarray] = {}
     next_window = 0
-    for index, frame in _decode(path):
+    for index, frame in _decode(path, needed):
         if index < needed.shape[0] and needed[index]:
             buffer[index] = _frame_to_array(frame, size)
         while next_window < n_windows and window_last[next_window] <= index:
@@ -155,3 +220,50 @@ def iter_windows(path: str | Path, window_indices: np.ndarray, *, size: int | No
     raise VideoDecodeError(f"{path}: the video ended before window {next_window} of {n_windows} could be read "
                            f"(it needs frame {int(window_last[next_window])}); the file is shorter than its "
                            "container claims (truncated?)")
+
+
+def read_frames_seeking(path: str | Path, indices: np.ndarray | list[int], *, size: int | None = None
+                        ) -> np.ndarray:
+    """Like :func:`read_frames`, but seeks to the keyframe before each far-away frame instead of decoding the
+    whole video up to the last index: a few frames spread over a long video cost a few GOPs each.
+
+    The index of a decoded frame is taken from its timestamp (constant frame rate assumed, as in the VAD releases);
+    a container without timestamps falls back to :func:`read_frames`. Frame folders read only the wanted images.
+    """
+    path = Path(path)
+    indices = np.asarray(indices, dtype=np.int64)
+    if path.is_dir():
+        return read_frames(path, indices, size=size)
+    wanted = sorted(set(indices.tolist()))
+    kept: dict[int, np.ndarray] = {}
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        base = stream.start_time or 0
+        if rate is None or stream.time_base is None:
+            return read_frames(path, indices, size=size)
+        frames_per_tick = float(stream.time_base * rate)
+        position = -1  # index of the last frame decoded by the current sequential run
+        decoder = None
+        for target in wanted:
+            # Keep decoding forward when the target is near (cheaper than a seek into the same GOP).
+            if decoder is None or target - position > 2 * float(rate):
+                container.seek(int(base + target / frames_per_tick), stream=stream, backward=True, any_frame=False)
+                decoder = container.decode(stream)
+                position = -1
+            try:
+                for frame in decoder:
+                    if frame.pts is None:
+                        return read_frames(path, indices, size=size)
+                    position = int(round((frame.pts - base) * frames_per_tick))
+                    if position == target:
+                        kept[target] = _frame_to_array(frame, size)
+                        break
+                    if position > target:  # the seek landed past the target: give up seeking for this file
+                        return read_frames(path, indices, size=size)
+            except av.error.FFmpegError as err:
+                raise VideoDecodeError(f"decoding {path} failed: {err}") from err
+            if target not in kept:
+                raise VideoDecodeError(f"{path}: frame {target} was requested but the video ends at frame "
+                                       f"{position}; the file is shorter than its container claims (truncated?)")
+    return np.stack([kept[i] for i in indices.tolist()])

@@ -161,9 +161,9 @@ def test_each_test_video_is_decoded_once_per_pass(small_world, monkeypatch):
     opened: list[str] = []
     original = video_io._decode
 
-    def counting(path):
+    def counting(path, needed=None):
         opened.append(path.name)
-        yield from original(path)
+        yield from original(path, needed)
 
     monkeypatch.setattr(video_io, "_decode", counting)
     dm = SyntheticUCFCrimeDataModule(domain="A", **small_world)

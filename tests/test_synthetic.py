@@ -212,7 +212,7 @@ def test_ensure_synthetic_uses_the_winner_of_a_race(tmp_path, monkeypatch):
 
 
 def test_unknown_layout_domain_and_bad_spec_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="known layouts: ucf_crime"):
+    with pytest.raises(ValueError, match="known layouts: shanghaitech, ucf_crime, xd_violence"):
         ensure_synthetic(small_spec(), layout="nope", cache_dir=tmp_path)
     with pytest.raises(ValueError, match="known domains: A, B"):
         SyntheticSpec(domain="Z")

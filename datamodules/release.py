@@ -1,0 +1,148 @@
+"""Base of the DataModules that read a dataset release from disk (UCF-Crime, XD-Violence, ShanghaiTech).
+
+A release reader answers two questions and the base does the rest identically for every dataset:
+:meth:`ReleaseDataModule.list_split` (which videos a split should hold, where each is expected, and what the
+annotation files say about them) and :meth:`ReleaseDataModule.ground_truth` (frame-level GT of a probed test video).
+The same listing feeds the run (:meth:`load_split`: strict) and the dataset doctor (``data inspect``: reports all).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from copra_bench.datamodules.base import Split, VADDataModule
+from copra_bench.datamodules.records import VideoRecord
+from copra_bench.datamodules.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from copra_bench.errors import DataError
+
+Source = Literal["videos", "frames"]
+
+
+@dataclass
+class SplitListing:
+    """What a split should hold according to the release's list and annotation files.
+
+    Attributes:
+        records: Every video of the split, ``path`` where it was found or is expected (missing ones included, so
+            probing reports them).
+        expected: Videos the protocol specifies for the split (the list length, or the official size).
+        files: The list/annotation files this listing was read from.
+        annotations_without_video: Annotation entries naming no video of the split.
+        videos_without_annotation: Test videos the annotation does not cover (their GT is unknown).
+        label_mismatches: Videos whose label from the name/list disagrees with the annotation.
+    """
+
+    records: list[VideoRecord]
+    expected: int
+    files: list[Path] = field(default_factory=list)
+    annotations_without_video: list[str] = field(default_factory=list)
+    videos_without_annotation: list[str] = field(default_factory=list)
+    label_mismatches: list[str] = field(default_factory=list)
+
+
+def index_sources(root: Path, source: Source) -> dict[str, Path]:
+    """``{name: path}`` of every video file (``source: videos``) or frame folder (``frames``: a directory holding
+    images, named by the directory) under ``root``, walked once. The first one found wins on duplicate names."""
+    index: dict[str, Path] = {}
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs.sort()
+        if source == "frames":
+            if any(f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
+                index.setdefault(Path(folder).name, Path(folder))
+                dirs.clear()  # a frame folder holds no further videos
+            continue
+        for file in sorted(files):
+            if file.lower().endswith(VIDEO_EXTENSIONS):
+                index.setdefault(file.rsplit(".", 1)[0], Path(folder) / file)
+    return index
+
+
+def _brief(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f" ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+class ReleaseDataModule(VADDataModule, abc.ABC):
+    """A dataset read from its release layout: videos as released, or pre-extracted frame folders.
+
+    Args:
+        root: The release folder.
+        source: ``videos`` (the files as released) or ``frames`` (one folder of images per video, named like the
+            video: ``<video>/000001.jpg ...``); frame folders need ``fps`` (or the dataset's documented default).
+        **kwargs: See :class:`~copra_bench.datamodules.base.VADDataModule`.
+    """
+
+    #: Frame rate of the release, used for frame folders when ``fps`` is not set (None: ``fps`` is required; a frame
+    #: folder without a rate is reported as undecodable).
+    default_frames_fps: float | None = None
+    #: How to obtain the data, appended to errors about the root.
+    how_to_get: str = ""
+
+    def __init__(self, root: str, *, source: Source = "videos", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if source not in ("videos", "frames"):
+            raise DataError(f"source must be 'videos' or 'frames', got {source!r}")
+        self.root = Path(root).expanduser()
+        self.source = source
+        self.frames_fps = self.fps or self.default_frames_fps
+        self._index: dict[str, Path] | None = None
+        self.check_root()
+
+    def check_root(self) -> None:
+        if not self.root.is_dir():
+            raise DataError(f"{type(self).__name__} root {self.root} does not exist. {self.how_to_get}")
+
+    def video_index(self) -> dict[str, Path]:
+        """``{name: path}`` of every video (or frame folder, with ``source: frames``) under ``root``."""
+        if self._index is None:
+            self._index = index_sources(self.root, self.source)
+        return self._index
+
+    def resolve(self, root: Path, override: str | None, candidates: tuple[str, ...], what: str) -> Path:
+        """An annotation/list file: ``override`` (relative to ``root`` or absolute) or the first candidate found."""
+        if override:
+            path = Path(override).expanduser()
+            path = path if path.is_absolute() else root / path
+            if not path.is_file():
+                raise DataError(f"{what} {path} does not exist. {self.how_to_get}")
+            return path
+        for name in candidates:
+            if (root / name).is_file():
+                return root / name
+        raise DataError(f"no {what} ({' or '.join(candidates)}) under {root}. {self.how_to_get}")
+
+    # ----------------------------------------------------------------------------------------- what a dataset writes
+    @abc.abstractmethod
+    def list_split(self, split: Split) -> SplitListing:
+        """The split's videos (unprobed) and what the annotation files say about them."""
+
+    @abc.abstractmethod
+    def ground_truth(self, record: VideoRecord) -> np.ndarray:
+        """Frame-level GT (uint8, ``record.num_frames`` long) of a probed test video."""
+
+    # --------------------------------------------------------------------------------------------------- the base
+    def load_split(self, split: Split) -> list[VideoRecord]:
+        self.check_root()
+        listing = self.list_split(split)
+        where = f"{self.name} {split} split"
+        if not listing.records:
+            raise DataError(f"{where} is empty: {', '.join(map(str, listing.files)) or self.root} lists no videos")
+        if split == "test" and listing.videos_without_annotation:
+            raise DataError(f"{where}: {len(listing.videos_without_annotation)} test videos have no annotation "
+                            f"entry, their ground truth is unknown: {_brief(listing.videos_without_annotation)}")
+        if listing.label_mismatches:
+            raise DataError(f"{where}: {len(listing.label_mismatches)} videos whose label disagrees with the "
+                            f"annotation: {_brief(listing.label_mismatches, 5)}. Fix the annotation or the names; "
+                            "`python -m copra_bench data inspect` lists them all.")
+        records = self.probe(listing.records, split)
+        if not records:
+            raise DataError(f"{where} is empty: all of its videos were skipped as unreadable")
+        if split == "test":
+            for record in records:
+                record.gt = self.ground_truth(record)
+        return records
