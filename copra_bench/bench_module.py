@@ -17,18 +17,31 @@ import numpy as np
 import torch
 
 from copra_bench.errors import CopraError, EvaluationError
-from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector, concatenate
-from copra_bench.evaluation.metrics import AP_CONVENTION, FrameMetrics, frame_metrics, video_auc
+from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector
+from copra_bench.evaluation.metrics import video_auc
+from copra_bench.evaluation.postprocess import DEFAULT_PRESET
+from copra_bench.evaluation.protocol import (
+    EvaluationSettings,
+    StepMetrics,
+    TestSetEvaluation,
+    evaluate_test_set,
+)
 from copra_bench.vlm import ScoreOutput, VLMBackbone
 
 
 @dataclass
 class TestSetResult:
-    """Everything a test pass produced for one test set."""
+    """Everything a test pass produced for one test set: per-video scores and the metrics of every step."""
 
     name: str
-    metrics: FrameMetrics
+    evaluation: TestSetEvaluation
     videos: list[VideoScores]
+    stride: int
+
+    @property
+    def metrics(self) -> StepMetrics:
+        """Step 1 (the method's own scores, no post-processing)."""
+        return self.evaluation.steps["step1"]
 
 
 class BenchModule(L.LightningModule, abc.ABC):
@@ -46,6 +59,10 @@ class BenchModule(L.LightningModule, abc.ABC):
         backbone_options: Extra backbone settings: ``system_prompt``, ``user_prompt``, ``answer_prefix``,
             ``video_kwargs`` (e.g. ``{"size": {"shortest_edge": 200704, "longest_edge": 200704}}`` to fix a real
             Qwen2-VL's pixel budget), ``attn_implementation``.
+        postprocess: Post-processing preset of Steps 2-3 (``vera_code``, ``vera_paper``; ``<preset>:<dataset>``
+            forces a dataset's parameters), see :mod:`copra_bench.evaluation.postprocess`.
+        bootstrap_samples: Bootstrap replicates of the 95% intervals of AUC and AP (0: none).
+        bootstrap_seed: Seed of the bootstrap draws.
     """
 
     #: Short method name used in run names and reports.
@@ -53,13 +70,16 @@ class BenchModule(L.LightningModule, abc.ABC):
 
     def __init__(self, *, backbone: str = "tiny-qwen2-vl", backbone_dtype: str = "float32", backbone_seed: int = 0,
                  frames_per_window: int = 8, clip_fps: float = 0.8, keep_features: bool = True,
-                 backbone_options: dict[str, Any] | None = None) -> None:
+                 backbone_options: dict[str, Any] | None = None, postprocess: str = DEFAULT_PRESET,
+                 bootstrap_samples: int = 1000, bootstrap_seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.backbone = VLMBackbone.load(backbone, dtype=backbone_dtype, seed=backbone_seed, video_fps=clip_fps,
                                          **(backbone_options or {}))
         self.frames_per_window = frames_per_window
         self.keep_features = keep_features
+        self.evaluation_settings = EvaluationSettings(postprocess=postprocess, bootstrap_samples=bootstrap_samples,
+                                                      bootstrap_seed=bootstrap_seed)
         self.test_results: dict[str, TestSetResult] = {}
         self.test_errors: dict[str, str] = {}
         self.predict_results: dict[str, list[VideoScores]] = {}
@@ -151,17 +171,17 @@ class BenchModule(L.LightningModule, abc.ABC):
         self.test_results, self.test_errors = {}, {}
         for collector in self._collectors:
             name = collector.test_set.name
+            stride = collector.test_set.window_spec.stride
             try:
                 collector.gather()
                 videos = collector.assemble()
-                scores, gt = concatenate(videos)
+                evaluation = evaluate_test_set(name, videos, stride, self.evaluation_settings)
             except EvaluationError as err:
                 self.test_errors[name] = str(err)
                 continue
-            metrics = frame_metrics(scores, gt, num_videos=len(videos))
-            self.test_results[name] = TestSetResult(name=name, metrics=metrics, videos=videos)
-            for key in ("auc", "ap"):
-                self.log(f"test/{name}/{key}", getattr(metrics, key), rank_zero_only=True)
+            self.test_results[name] = TestSetResult(name=name, evaluation=evaluation, videos=videos, stride=stride)
+            for key, value in evaluation.mlflow_metrics().items():
+                self.log(key, value, rank_zero_only=True)
         self._collectors = []
 
     def on_test_end(self) -> None:
@@ -185,8 +205,17 @@ class BenchModule(L.LightningModule, abc.ABC):
             self.predict_results[collector.test_set.name] = collector.assemble()
         self._collectors = []
 
-    @staticmethod
-    def metric_conventions() -> dict[str, str]:
-        """How the logged metrics are defined (recorded with the run)."""
-        return {"metric_aggregation": "micro (all test frames concatenated)", "ap_convention": AP_CONVENTION,
+    def metric_conventions(self) -> dict[str, str]:
+        """How the logged metrics are defined (recorded with the run as ``conventions.*``)."""
+        from copra_bench.evaluation.postprocess import dataset_family
+        from copra_bench.evaluation.protocol import AP_PRIMARY, CLASS_AUC_CONVENTION
+
+        datamodule = getattr(getattr(self, "_trainer", None), "datamodule", None)
+        names = [ts.name for ts in getattr(datamodule, "test_sets", [])] if datamodule is not None else []
+        primaries = {name: AP_PRIMARY[dataset_family(name)] for name in names}
+        ap = (next(iter(primaries.values())) if len(set(primaries.values())) == 1
+              else ",".join(f"{k}={v}" for k, v in primaries.items()) or "per dataset")
+        return {"metric_aggregation": "micro (all test frames concatenated)", "ap_convention": ap,
+                "ap_variants": "ap_step = sklearn average_precision_score; ap_trapz = auc(recall, precision)",
+                "class_auc": CLASS_AUC_CONVENTION, "postprocess": self.evaluation_settings.postprocess,
                 "window_to_frames": "window i covers frames [i*stride, (i+1)*stride), last to the end"}

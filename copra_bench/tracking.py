@@ -178,7 +178,13 @@ class ConfigToRun(SaveConfigCallback):
         params.update({f"conventions.{k}": v for k, v in pl_module.metric_conventions().items()})
         params.update({f"model.{k}": v for k, v in pl_module.parameter_counts().items()})
         params["data.name"] = trainer.datamodule.name if trainer.datamodule is not None else ""
-        logger.log_params(params)
+        params.pop("ckpt_path", None)  # differs between a run and its resumption; recorded as a tag instead
+        logger.set_tags({"ckpt_path": self.config.get("ckpt_path")})
+        try:  # a resumed run (fit --ckpt_path last) has its params already: MLflow refuses to change them
+            logged = set(logger.experiment.get_run(logger.run_id).data.params)
+        except Exception:  # the store may be down; the local config.yaml has everything
+            logged = set()
+        logger.log_params({k: v for k, v in params.items() if k not in logged})
         logger.log_artifact(path)
 
 
@@ -207,22 +213,25 @@ class RunArtifacts(L.Callback):
             self._save_test_results(trainer, pl_module)
 
     def _save_test_results(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from copra_bench.evaluation.plots import save_plots
+        from copra_bench.evaluation.protocol import protocol_params
+
         self.timing["test_s"] = time.perf_counter() - self._started.pop("test", time.perf_counter())
         run_dir = run_dir_of(trainer)
         logger = _mlflow(trainer)
         results = {}
+        evaluations = [result.evaluation for result in pl_module.test_results.values()]
         for name, result in pl_module.test_results.items():
-            path = save_scores(run_dir / "scores" / f"{name}.npz", result.videos,
-                               extra={"stride": trainer.datamodule.window_spec.stride})
-            results[name] = {**{k: _finite(v) for k, v in result.metrics.as_dict().items()},
-                             "notes": result.metrics.notes}
+            path = save_scores(run_dir / "scores" / f"{name}.npz", result.videos, extra={"stride": result.stride})
+            results[name] = result.evaluation.as_json()
+            plots = save_plots(run_dir / "plots" / name, result.evaluation, result.videos)
             if logger is not None:
                 logger.log_artifact(path, "scores")
-        metrics_path = run_dir / "metrics.json"
-        metrics_path.write_text(json.dumps({"test": results, "conventions": pl_module.metric_conventions(),
-                                            "timing": self.timing}, indent=2))
-        if logger is not None:
-            logger.log_artifact(metrics_path)
+                for plot in plots:
+                    logger.log_artifact(plot, f"plots/{name}")
+        protocol = protocol_params(evaluations, pl_module.evaluation_settings, trainer.datamodule)
+        write_metrics_json(run_dir, results, protocol=protocol, conventions=pl_module.metric_conventions(),
+                           timing=self.timing, logger=logger)
         print(format_results_table(results, run_dir=run_dir))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -237,16 +246,53 @@ class RunArtifacts(L.Callback):
             print(f"predictions for {name} ({len(videos)} videos): {path}")
 
 
+def log_protocol_params(logger: MLFlowLogger, protocol: dict[str, Any]) -> None:
+    """``protocol.<key>`` params; keys the run already has with the same value are skipped (MLflow refuses to
+    change a param: a different value is reported, not overwritten)."""
+    params = {f"protocol.{k}": str(v) for k, v in protocol.items()}
+    try:
+        logged = logger.experiment.get_run(logger.run_id).data.params
+    except Exception:  # noqa: BLE001  (mlflow raises many types; the store may be down, metrics.json has everything)
+        logged = {}
+    changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)
+    if changed:
+        warnings.warn(f"MLflow run {logger.run_id} already records other values for {', '.join(changed[:5])}; "
+                      "kept the old params (metrics.json has this evaluation's)", stacklevel=2)
+    logger.log_params({k: v for k, v in params.items() if k not in logged})
+
+
+def write_metrics_json(run_dir: Path, results: dict[str, dict], *, protocol: dict[str, Any],
+                       conventions: dict[str, str], timing: dict[str, float] | None = None,
+                       logger: MLFlowLogger | None = None) -> Path:
+    """``<run_dir>/metrics.json`` (per test set and step; undefined metrics null with their reason), uploaded with
+    the ``protocol.*`` params when a logger is given."""
+    path = run_dir / "metrics.json"
+    path.write_text(json.dumps({"test": results, "protocol": protocol, "conventions": conventions,
+                                "timing": timing or {}}, indent=2, default=str))
+    if logger is not None:
+        log_protocol_params(logger, protocol)
+        logger.log_artifact(path)
+    return path
+
+
+def _pct(value: Any) -> str:
+    return "    n/a" if value is None or not math.isfinite(value) else f"{100 * value:7.2f}"
+
+
 def format_results_table(results: dict[str, dict], *, run_dir: Path | None = None) -> str:
-    """Plain-text table: one row per test set with frame AUC and AP in percent."""
-    header = f"{'test set':<28} {'videos':>7} {'frames':>9} {'anom.%':>7} {'AUC %':>7} {'AP %':>7}"
-    lines = ["", "Results (frame level, micro over all test frames; AP step-wise)", header, "-" * len(header)]
-    for name, m in results.items():
-        pct = 100.0 * m["num_anomalous_frames"] / max(m["num_frames"], 1)
-        fmt = lambda v: "  n/a" if v is None or v != v else f"{100 * v:7.2f}"  # noqa: E731
-        lines.append(f"{name:<28} {int(m['num_videos']):>7} {int(m['num_frames']):>9} {pct:>7.2f} "
-                     f"{fmt(m['auc'])} {fmt(m['ap'])}")
-        lines += [f"  note: {n}" for n in m.get("notes", [])]
+    """Plain-text table: one row per test set (and post-processing step) with the headline metrics in percent."""
+    header = (f"{'test set':<28} {'step':<6} {'videos':>7} {'frames':>9} {'anom.%':>7} {'AUC %':>7} {'AP %':>7} "
+              f"{'AUC_A %':>7} {'FAR %':>7}")
+    lines = ["", "Results (frame level, micro over all test frames; AP: the dataset's primary variant)", header,
+             "-" * len(header)]
+    for name, entry in results.items():
+        steps = {k: v for k, v in entry.items() if k.startswith("step")} or {"-": entry}
+        for step, m in steps.items():
+            pct = 100.0 * m["num_anomalous_frames"] / max(m["num_frames"], 1)
+            lines.append(f"{name:<28} {step:<6} {int(m['num_videos']):>7} {int(m['num_frames']):>9} {pct:>7.2f} "
+                         f"{_pct(m['auc'])} {_pct(m['ap'])} {_pct(m.get('auc_a'))} {_pct(m.get('far'))}")
+        notes = dict.fromkeys(n for m in steps.values() for n in m.get("notes", []))
+        lines += [f"  note: {n}" for n in notes]
     if run_dir is not None:
         lines.append(f"run directory: {run_dir}")
     return "\n".join(lines) + "\n"

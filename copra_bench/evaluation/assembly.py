@@ -28,6 +28,8 @@ class VideoScores:
     frame_scores: np.ndarray         # [num_frames]
     gt: np.ndarray | None            # [num_frames] uint8
     features: np.ndarray | None = None  # [num_windows, D] float16 pooled vision features
+    classes: tuple[str, ...] = ()       # the video's class(es): UCF class, XD codes, ("Normal",)
+    fps: float = 0.0
 
 
 class WindowScoreCollector:
@@ -89,7 +91,8 @@ class WindowScoreCollector:
             videos.append(VideoScores(name=record.name, label=record.label, window_scores=window_scores,
                                       frame_scores=window_to_frame_scores(window_scores, record.num_frames,
                                                                           stride=stride),
-                                      gt=record.gt, features=features))
+                                      gt=record.gt, features=features, classes=tuple(record.classes),
+                                      fps=float(record.fps)))
         if bad:
             raise EvaluationError(f"{self.test_set.name}: NaN or inf scores in {len(bad)} videos: "
                                   f"{', '.join(bad[:10])}")
@@ -107,10 +110,22 @@ def concatenate(videos: list[VideoScores]) -> tuple[np.ndarray, np.ndarray]:
     return (np.concatenate([v.frame_scores for v in videos]), np.concatenate([v.gt for v in videos]))
 
 
+#: Version of the scores file written by :func:`save_scores` (1: the foundation's, without classes and fps).
+SCORES_FORMAT = 2
+CLASS_SEPARATOR = "|"
+
+
 def save_scores(path: str | Path, videos: list[VideoScores], *, extra: dict | None = None) -> Path:
-    """Write per-video window scores, frame scores, ground truth and features to one ``.npz``."""
+    """Write per-video window scores, frame scores, ground truth, features, classes and fps to one ``.npz``.
+
+    ``extra`` goes to ``meta/<key>``; the test loop records ``meta/stride`` there (needed to rebuild frame scores
+    from post-processed window scores).
+    """
     arrays: dict[str, np.ndarray] = {"videos": np.array([v.name for v in videos]),
-                                     "labels": np.array([v.label for v in videos], dtype=np.int64)}
+                                     "labels": np.array([v.label for v in videos], dtype=np.int64),
+                                     "classes": np.array([CLASS_SEPARATOR.join(v.classes) for v in videos]),
+                                     "fps": np.array([v.fps for v in videos], dtype=np.float64),
+                                     "meta/format": np.asarray(SCORES_FORMAT)}
     for v in videos:
         arrays[f"{v.name}/window_scores"] = v.window_scores
         arrays[f"{v.name}/frame_scores"] = v.frame_scores.astype(np.float32)
@@ -127,14 +142,33 @@ def save_scores(path: str | Path, videos: list[VideoScores], *, extra: dict | No
 
 
 def load_scores(path: str | Path) -> list[VideoScores]:
-    """Read back what :func:`save_scores` wrote."""
-    with np.load(path, allow_pickle=False) as data:
+    """Read back what :func:`save_scores` wrote (format 1 files have no classes or fps: left empty)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise EvaluationError(f"{path}: not a readable scores file ({err})") from None
+    with data:
         keys = set(data.files)
+        if "videos" not in keys or "labels" not in keys:
+            raise EvaluationError(f"{path}: not a copra_bench scores file (no 'videos'/'labels' arrays)")
+        names = data["videos"].tolist()
+        classes = data["classes"].tolist() if "classes" in keys else [""] * len(names)
+        fps = data["fps"].tolist() if "fps" in keys else [0.0] * len(names)
         out = []
-        for name, label in zip(data["videos"].tolist(), data["labels"].tolist()):
+        for name, label, cls, rate in zip(names, data["labels"].tolist(), classes, fps, strict=True):
+            missing = [k for k in ("window_scores", "frame_scores") if f"{name}/{k}" not in keys]
+            if missing:
+                raise EvaluationError(f"{path}: video {name} lacks {', '.join(missing)}")
             out.append(VideoScores(
                 name=name, label=int(label), window_scores=data[f"{name}/window_scores"],
                 frame_scores=data[f"{name}/frame_scores"].astype(np.float64),
                 gt=data[f"{name}/gt"] if f"{name}/gt" in keys else None,
-                features=data[f"{name}/features"] if f"{name}/features" in keys else None))
+                features=data[f"{name}/features"] if f"{name}/features" in keys else None,
+                classes=tuple(c for c in cls.split(CLASS_SEPARATOR) if c), fps=float(rate)))
     return out
+
+
+def load_meta(path: str | Path) -> dict[str, np.ndarray]:
+    """The ``meta/*`` entries of a scores file (``stride``, ``format``...), without the prefix."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k[len("meta/"):]: data[k] for k in data.files if k.startswith("meta/")}

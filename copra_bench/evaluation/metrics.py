@@ -1,65 +1,182 @@
-"""Frame-level metrics of the field, computed over all test frames concatenated ("micro").
+"""Frame-level curve metrics of the field, exact and vectorised (numpy), equal to sklearn to 1e-6.
 
-Conventions (recorded with every result):
+Everything works on frames sorted once by score (:class:`SortedFrames`): the metrics of any subset of frames (the
+abnormal videos only, one class plus the normal videos, one bootstrap replicate with per-frame weights) are then
+one O(n) pass over the sorted arrays, with ties handled the way sklearn handles them:
 
-* ``auc``: ROC-AUC of frame scores against frame labels (torchmetrics ``binary_auroc``, exact, equal to sklearn's
-  ``roc_auc_score`` to 1e-6).
-* ``ap``: step-wise average precision, ``sum_n (R_n - R_{n-1}) P_n`` (torchmetrics ``binary_average_precision``,
-  equal to sklearn's ``average_precision_score``; the VadCLIP convention). XDVioDet / RTFM / VERA report the
-  trapezoidal ``auc(recall, precision)`` instead; the full metric set comes with the evaluation protocol.
+* ``auc``: ROC-AUC = Mann-Whitney U / (P N), ties counted one half (sklearn ``roc_auc_score``).
+* ``ap_step``: ``sum_g (R_g - R_{g-1}) P_g`` over the distinct thresholds g (sklearn ``average_precision_score``;
+  VadCLIP).
+* ``ap_trapz``: trapezoid area under the precision-recall points of ``precision_recall_curve`` including its final
+  point (recall 0, precision 1) (sklearn ``auc(recall, precision)``; XDVioDet, RTFM, UR-DMU, LAVAD, VERA).
+* ``far``: share of the frames of normal videos scored ``>= threshold`` (0.5).
 
-A test set whose frames are all of one class has no ROC curve: its AUC is reported as NaN with the reason,
-never as 0.5.
+A metric that has no value on the data (one class only) is :data:`UNDEFINED` (NaN) plus a reason, never 0.5.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
-AP_CONVENTION = "step"  # sklearn.metrics.average_precision_score
+UNDEFINED = float("nan")
+AP_VARIANTS = ("step", "trapz")
 
 
 @dataclass
-class FrameMetrics:
-    """Metrics of one test set (or one post-processing step of it)."""
+class SortedFrames:
+    """Frames of a test set in descending score order, with what every metric needs per frame.
+
+    Attributes:
+        scores: Scores, descending.
+        labels: 0/1 frame ground truth in that order (int64).
+        video: Index of each frame's video (into the test set's video list).
+        group_end: True where the next frame has another score (end of a tie group).
+    """
+
+    scores: np.ndarray
+    labels: np.ndarray
+    video: np.ndarray
+    group_end: np.ndarray
+
+    @classmethod
+    def build(cls, scores: np.ndarray, labels: np.ndarray, video: np.ndarray | None = None) -> SortedFrames:
+        scores = np.asarray(scores, dtype=np.float64)
+        labels = np.asarray(labels).astype(np.int64)
+        if scores.shape != labels.shape or scores.ndim != 1:
+            raise ValueError(f"{scores.shape} scores for {labels.shape} ground-truth frames")
+        video = np.zeros(scores.shape, np.int64) if video is None else np.asarray(video, dtype=np.int64)
+        order = np.argsort(-scores, kind="stable")
+        sorted_scores = scores[order]
+        return cls(sorted_scores, labels[order], video[order], _group_ends(sorted_scores))
+
+    def subset(self, frame_mask: np.ndarray) -> SortedFrames:
+        """The frames where ``frame_mask`` (in sorted order) is true; they stay sorted."""
+        scores = self.scores[frame_mask]
+        return SortedFrames(scores, self.labels[frame_mask], self.video[frame_mask], _group_ends(scores))
+
+    def of_videos(self, videos: np.ndarray) -> SortedFrames:
+        """The frames of the given video indices."""
+        return self.subset(np.isin(self.video, videos))
+
+
+def _group_ends(sorted_scores: np.ndarray) -> np.ndarray:
+    ends = np.ones(sorted_scores.shape, dtype=bool)
+    if sorted_scores.size > 1:
+        ends[:-1] = sorted_scores[:-1] != sorted_scores[1:]
+    return ends
+
+
+def group_counts(frames: SortedFrames, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative (true positives, false positives) at the end of each tie group, in descending score order.
+
+    ``weights`` (one per sorted frame) count a frame several times (bootstrap replicates); shape ``[..., n]``.
+    """
+    positives = frames.labels if weights is None else weights * frames.labels
+    everything = np.ones_like(frames.labels) if weights is None else weights
+    tp = np.cumsum(positives, axis=-1)[..., frames.group_end]
+    fp = np.cumsum(everything, axis=-1)[..., frames.group_end] - tp
+    return tp, fp
+
+
+def auc_from_counts(tp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """ROC-AUC from cumulative group counts (trapezoid over the ROC = Mann-Whitney with ties as one half)."""
+    p, n = tp[..., -1:], fp[..., -1:]
+    prev_tp = np.concatenate([np.zeros_like(tp[..., :1]), tp[..., :-1]], axis=-1)
+    prev_fp = np.concatenate([np.zeros_like(fp[..., :1]), fp[..., :-1]], axis=-1)
+    area = ((fp - prev_fp) * (tp + prev_tp)).sum(axis=-1, keepdims=True) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (area / (p * n))[..., 0].astype(np.float64)
+
+
+def ap_from_counts(tp: np.ndarray, fp: np.ndarray, variant: str) -> np.ndarray:
+    """Average precision (``step`` or ``trapz``) from cumulative group counts, as sklearn computes it."""
+    p = tp[..., -1:].astype(np.float64)
+    total = tp + fp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # A group of zero weight (bootstrap: its videos not drawn) leaves the counts unchanged, so its precision is
+        # the previous group's; before any frame that is the curve's start point, precision 1.
+        precision = np.where(total > 0, tp / np.where(total > 0, total, 1), 1.0)
+        recall = tp / p
+    prev_recall = np.concatenate([np.zeros_like(recall[..., :1]), recall[..., :-1]], axis=-1)
+    if variant == "step":
+        value = ((recall - prev_recall) * precision).sum(axis=-1)
+    elif variant == "trapz":
+        prev_precision = np.concatenate([np.ones_like(precision[..., :1]), precision[..., :-1]], axis=-1)
+        value = ((recall - prev_recall) * (precision + prev_precision)).sum(axis=-1) / 2.0
+    else:
+        raise ValueError(f"AP variant must be one of {AP_VARIANTS}, got {variant!r}")
+    return np.where(p[..., 0] > 0, value, np.nan)
+
+
+def one_class_reason(frames: SortedFrames) -> str | None:
+    """Why ROC/PR metrics are undefined on these frames (None when both classes are present)."""
+    positives = int(frames.labels.sum())
+    if frames.labels.size == 0:
+        return "no frames"
+    if positives == 0:
+        return f"all {frames.labels.size} frames are normal"
+    if positives == frames.labels.size:
+        return f"all {frames.labels.size} frames are anomalous"
+    return None
+
+
+@dataclass
+class CurveMetrics:
+    """AUC and both AP variants of one set of frames; NaN with a reason when undefined."""
 
     auc: float
-    ap: float
-    num_videos: int
-    num_frames: int
-    num_anomalous_frames: int
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, float]:
-        return {"auc": self.auc, "ap": self.ap, "num_videos": float(self.num_videos),
-                "num_frames": float(self.num_frames), "num_anomalous_frames": float(self.num_anomalous_frames)}
+    ap_step: float
+    ap_trapz: float
+    reason: str | None = None
 
 
-def frame_metrics(scores: np.ndarray, gt: np.ndarray, *, num_videos: int = 1) -> FrameMetrics:
-    """Micro frame AUC and AP of concatenated frame scores against 0/1 ground truth."""
-    scores = np.asarray(scores, dtype=np.float64)
-    gt = np.asarray(gt).astype(np.int64)
-    if scores.shape != gt.shape:
-        raise ValueError(f"{scores.shape[0]} scores for {gt.shape[0]} ground-truth frames")
-    positives = int(gt.sum())
-    notes = []
-    if positives == 0 or positives == gt.size:
-        only = "normal" if positives == 0 else "anomalous"
-        notes.append(f"AUC and AP undefined: all {gt.size} frames are {only}")
-        return FrameMetrics(float("nan"), float("nan"), num_videos, int(gt.size), positives, notes)
-    preds, target = torch.from_numpy(scores), torch.from_numpy(gt)
-    auc = float(binary_auroc(preds, target, thresholds=None))
-    ap = float(binary_average_precision(preds, target, thresholds=None))
-    return FrameMetrics(auc, ap, num_videos, int(gt.size), positives, notes)
+def curve_metrics(frames: SortedFrames) -> CurveMetrics:
+    """Micro AUC, step-wise AP and trapezoidal AP of (a subset of) sorted frames."""
+    reason = one_class_reason(frames)
+    if reason is not None:
+        return CurveMetrics(UNDEFINED, UNDEFINED, UNDEFINED, reason)
+    tp, fp = group_counts(frames)
+    return CurveMetrics(float(auc_from_counts(tp, fp)), float(ap_from_counts(tp, fp, "step")),
+                        float(ap_from_counts(tp, fp, "trapz")))
+
+
+def per_video_auc(frames: SortedFrames, num_videos: int) -> np.ndarray:
+    """ROC-AUC of every video on its own frames (NaN for videos with one class), in one vectorised pass."""
+    # Re-sort by (video, descending score); the global order is descending already, so a stable sort on video keeps it.
+    order = np.argsort(frames.video, kind="stable")
+    video, labels, scores = frames.video[order], frames.labels[order], frames.scores[order]
+    ends = np.ones(video.shape, dtype=bool)
+    ends[:-1] = (video[:-1] != video[1:]) | (scores[:-1] != scores[1:])
+    tp_all, cum_all = np.cumsum(labels), np.arange(1, labels.size + 1)
+    # Counts restart at every video: subtract the totals of the videos before.
+    starts = np.searchsorted(video, np.arange(num_videos), side="left")
+    stops = np.searchsorted(video, np.arange(num_videos), side="right")
+    base_tp = np.where(starts > 0, tp_all[np.maximum(starts - 1, 0)], 0)
+    base_all = starts
+    group_video = video[ends]
+    tp = tp_all[ends] - base_tp[group_video]
+    fp = cum_all[ends] - base_all[group_video] - tp
+    first = np.ones(group_video.shape, dtype=bool)
+    first[1:] = group_video[1:] != group_video[:-1]
+    prev_tp = np.where(first, 0, np.concatenate([[0], tp[:-1]]))
+    prev_fp = np.where(first, 0, np.concatenate([[0], fp[:-1]]))
+    area = np.bincount(group_video, weights=(fp - prev_fp) * (tp + prev_tp) / 2.0, minlength=num_videos)
+    p = np.bincount(video, weights=labels, minlength=num_videos)
+    n = (stops - starts) - p
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((p > 0) & (n > 0), area / (p * n), np.nan)
+
+
+def false_alarm_rate(frames: SortedFrames, threshold: float = 0.5) -> float:
+    """Share of frames scored ``>= threshold`` (call it on the frames of normal videos)."""
+    if frames.scores.size == 0:
+        return UNDEFINED
+    return float(np.count_nonzero(frames.scores >= threshold) / frames.scores.size)
 
 
 def video_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Video-level ROC-AUC (validation on training videos, which have video labels only); NaN if one class."""
-    labels = np.asarray(labels).astype(np.int64)
-    if labels.min(initial=1) == labels.max(initial=0) or labels.size == 0:
-        return float("nan")
-    return float(binary_auroc(torch.as_tensor(np.asarray(scores, dtype=np.float64)), torch.from_numpy(labels)))
+    frames = SortedFrames.build(np.asarray(scores, dtype=np.float64), np.asarray(labels))
+    return curve_metrics(frames).auc

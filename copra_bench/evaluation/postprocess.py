@@ -1,0 +1,227 @@
+"""VERA's three-step scoring over per-window scores (reference code vera-framework/VERA, arXiv 2412.01095).
+
+* Step 1: the initial window scores, spread to frames.
+* Step 2, retrieval refinement: per window, the ``top_n = int(fraction * n_windows)`` windows of the same video
+  whose features are most cosine-similar (itself included) vote with weights ``softmax(temperature * cosine)``.
+* Step 3: Gaussian smoothing of the Step 2 window scores (``np.convolve(mode="same")`` with a normalised kernel),
+  spread to frames, then whole-video position weighting ``exp(-0.5 ((i - c) / s)^2)``, ``c = s = int(n_frames / 2)``.
+
+VERA's released code and its paper text differ, so both are presets (:data:`PRESETS`), chosen per dataset:
+
+============================  ==========================================  ===========================================
+parameter                     ``vera_code`` (compute_auc.py / ..._XD.py)  ``vera_paper``
+============================  ==========================================  ===========================================
+fraction (top_n / windows)    0.15 (UCF and XD)                           0.10 UCF, 0.15 XD
+temperature                   10                                          10
+top_n rounds to 0             all windows (``argsort(...)[:, -0:]``)      1 window
+kernel size / sigma           15 / 10                                     15 / 10 UCF, 30 / 30 XD
+kernel grid                   ``linspace(-size//2, size//2, size)``       centred ``arange(size) - (size - 1) / 2``
+videos shorter than kernel    numpy's ``same`` output, first n            centred like longer videos
+window scores after smoothing rounded to 0.1 (UCF)                        kept
+position weighting            UCF only                                    every dataset
+frame scores                  XD: sigmoid, then rounded to 0.1            kept
+============================  ==========================================  ===========================================
+
+ShanghaiTech, the synthetic world and unknown datasets use the UCF-Crime parameters (single-camera surveillance).
+Everything is numpy, vectorised per video; similarities are float32 (as VERA's numpy code), the rest float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from copra_bench.errors import EvaluationError
+from copra_bench.windows import window_to_frame_scores
+
+STEPS = ("step1", "step2", "step3")
+DATASET_FAMILIES = ("ucf_crime", "xd_violence", "shanghaitech", "synthetic", "generic")
+DEFAULT_PRESET = "vera_code"
+#: Rows of the similarity matrix computed at once (bounds memory for hour-long videos).
+ROW_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class PostprocessParams:
+    """Parameters of Steps 2 and 3 (see the module docstring for what each preset uses)."""
+
+    fraction: float = 0.15
+    temperature: float = 10.0
+    top_n_zero: str = "all"              # what int(fraction * n) == 0 means: "all" windows or "one"
+    kernel_size: int = 15
+    kernel_sigma: float = 10.0
+    kernel_grid: str = "vera"            # "vera": linspace(-size//2, size//2, size); "centred"
+    short_video: str = "numpy_same"      # videos with fewer windows than the kernel: "numpy_same" or "centred"
+    round_window_decimals: int | None = None
+    position_weighting: bool = True
+    sigmoid: bool = False
+    round_frame_decimals: int | None = None
+    similarity_dtype: str = "float32"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_UCF_CODE = PostprocessParams(round_window_decimals=1)
+_XD_CODE = PostprocessParams(position_weighting=False, sigmoid=True, round_frame_decimals=1)
+_UCF_PAPER = PostprocessParams(fraction=0.10, top_n_zero="one", kernel_grid="centred", short_video="centred")
+_XD_PAPER = replace(_UCF_PAPER, fraction=0.15, kernel_size=30, kernel_sigma=30.0)
+
+PRESETS: dict[str, dict[str, PostprocessParams]] = {
+    "vera_code": {"ucf_crime": _UCF_CODE, "xd_violence": _XD_CODE, "shanghaitech": _UCF_CODE,
+                  "synthetic": _UCF_CODE, "generic": _UCF_CODE},
+    "vera_paper": {"ucf_crime": _UCF_PAPER, "xd_violence": _XD_PAPER, "shanghaitech": _UCF_PAPER,
+                   "synthetic": _UCF_PAPER, "generic": _UCF_PAPER},
+}
+
+
+def dataset_family(test_set: str) -> str:
+    """Which dataset's protocol a test set follows, from its name (``synth_ucf_B`` -> ``synthetic``)."""
+    name = test_set.lower()
+    if name.startswith("synth"):
+        return "synthetic"
+    for family, keys in (("ucf_crime", ("ucf",)), ("xd_violence", ("xd",)), ("shanghaitech", ("shanghai", "sht"))):
+        if any(k in name for k in keys):
+            return family
+    return "generic"
+
+
+def resolve_preset(preset: str, test_set: str) -> tuple[str, PostprocessParams]:
+    """``(family, params)`` of a preset for a test set. ``preset`` may force the family: ``vera_code:xd_violence``."""
+    name, _, family = preset.partition(":")
+    if name not in PRESETS:
+        raise EvaluationError(f"unknown post-processing preset {name!r}; choose one of {', '.join(PRESETS)} "
+                              f"(optionally ':<dataset>' with a dataset of {', '.join(DATASET_FAMILIES)})")
+    family = family or dataset_family(test_set)
+    if family not in PRESETS[name]:
+        raise EvaluationError(f"preset {preset!r}: unknown dataset {family!r}; use one of "
+                              f"{', '.join(DATASET_FAMILIES)}")
+    return family, PRESETS[name][family]
+
+
+# ------------------------------------------------------------------------------------------------------ Step 2
+def top_n_of(num_windows: int, params: PostprocessParams) -> int:
+    """Windows that vote for each window: ``int(fraction * n)``; 0 means all (VERA code) or 1 (guarded)."""
+    top_n = int(params.fraction * num_windows)
+    if top_n < 1:
+        top_n = num_windows if params.top_n_zero == "all" else 1
+    return min(top_n, num_windows)
+
+
+def _normalised(features: np.ndarray, video: str) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float64)
+    if not np.isfinite(features).all():
+        raise EvaluationError(f"{video}: NaN or inf in the window features used by Step 2")
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise EvaluationError(f"{video}: window {int(np.flatnonzero(norms[:, 0] == 0)[0])} has an all-zero feature; "
+                              "cosine similarity is undefined (use another feature source for Step 2)")
+    return features / norms
+
+
+def _select_top(similarity: np.ndarray, top_n: int) -> np.ndarray:
+    """Column indices of the ``top_n`` largest entries per row; ties at the cut go to the higher index (as a stable
+    ascending argsort's last ``top_n``), so the choice never depends on the selection algorithm."""
+    n = similarity.shape[1]
+    if top_n >= n:
+        return np.broadcast_to(np.arange(n), similarity.shape)
+    chosen = np.argpartition(similarity, n - top_n, axis=1)[:, n - top_n:]
+    cut = np.take_along_axis(similarity, chosen, axis=1).min(axis=1, keepdims=True)
+    ambiguous = np.flatnonzero((similarity >= cut).sum(axis=1) > top_n)
+    if ambiguous.size:
+        chosen = chosen.copy()
+        chosen[ambiguous] = np.argsort(similarity[ambiguous], axis=1, kind="stable")[:, n - top_n:]
+    return chosen
+
+
+def retrieval_refine(scores: np.ndarray, features: np.ndarray, params: PostprocessParams, *,
+                     video: str = "") -> np.ndarray:
+    """Step 2 on one video: ``[n]`` window scores, ``[n, D]`` window features -> refined ``[n]`` scores."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if features.shape[0] != scores.shape[0]:
+        raise EvaluationError(f"{video}: {features.shape[0]} window features for {scores.shape[0]} window scores")
+    unit = _normalised(features, video).astype(params.similarity_dtype)
+    top_n = top_n_of(scores.shape[0], params)
+    refined = np.empty_like(scores)
+    for start in range(0, scores.shape[0], ROW_BLOCK):
+        similarity = unit[start:start + ROW_BLOCK] @ unit.T
+        chosen = _select_top(similarity, top_n)
+        logits = params.temperature * np.take_along_axis(similarity, chosen, axis=1).astype(np.float64)
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+        refined[start:start + ROW_BLOCK] = (weights * scores[chosen]).sum(axis=1)
+    return refined
+
+
+# ------------------------------------------------------------------------------------------------------ Step 3
+def gaussian_kernel(size: int, sigma: float, grid: str = "vera") -> np.ndarray:
+    """Normalised 1-D Gaussian. ``vera`` grid: ``linspace(-size//2, size//2, size)`` as VERA's code writes it
+    (Python reads ``-size//2`` as ``(-size)//2``, so odd sizes are off-centre: 15 gives -8..7)."""
+    if size < 1 or sigma <= 0:
+        raise EvaluationError(f"Gaussian kernel needs size >= 1 and sigma > 0, got {size} and {sigma}")
+    if grid == "vera":
+        x = np.linspace(-size // 2, size // 2, size)
+    elif grid == "centred":
+        x = np.arange(size) - (size - 1) / 2.0
+    else:
+        raise EvaluationError(f"kernel grid must be 'vera' or 'centred', got {grid!r}")
+    kernel = np.exp(-(x ** 2) / (2.0 * sigma ** 2))
+    return kernel / kernel.sum()
+
+
+def smooth(scores: np.ndarray, params: PostprocessParams) -> np.ndarray:
+    """Step 3a on one video's window scores: ``np.convolve(scores, kernel, mode="same")``.
+
+    For videos with fewer windows than the kernel numpy's ``same`` returns ``len(kernel)`` values centred on the
+    kernel; VERA's code reads its first ``n`` (``short_video="numpy_same"``); ``centred`` aligns them like longer
+    videos. Both equal numpy's ``same`` whenever ``n >= size``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    kernel = gaussian_kernel(params.kernel_size, params.kernel_sigma, params.kernel_grid)
+    full = np.convolve(scores, kernel, mode="full")
+    n, size = scores.shape[0], kernel.shape[0]
+    if params.short_video == "numpy_same":
+        offset = (min(n, size) - 1) // 2
+    elif params.short_video == "centred":
+        offset = (size - 1) // 2
+    else:
+        raise EvaluationError(f"short_video must be 'numpy_same' or 'centred', got {params.short_video!r}")
+    out = full[offset:offset + n]
+    if params.round_window_decimals is not None:
+        out = np.round(out, params.round_window_decimals)
+    return out
+
+
+def position_weights(num_frames: int) -> np.ndarray:
+    """``exp(-0.5 ((i - c) / s)^2)`` with ``c = s = int(n / 2)`` (``s`` at least 1: a 1-frame video keeps its score)."""
+    centre = int(num_frames / 2)
+    spread = max(centre, 1)
+    i = np.arange(num_frames, dtype=np.float64)
+    return np.exp(-0.5 * ((i - centre) / spread) ** 2)
+
+
+def finish_frames(frame_scores: np.ndarray, params: PostprocessParams) -> np.ndarray:
+    """Step 3b on one video's frame scores: position weighting, then VERA XD code's sigmoid and rounding."""
+    out = np.asarray(frame_scores, dtype=np.float64)
+    if params.position_weighting:
+        out = out * position_weights(out.shape[0])
+    if params.sigmoid:
+        out = 1.0 / (1.0 + np.exp(-out))
+    if params.round_frame_decimals is not None:
+        out = np.round(out, params.round_frame_decimals)
+    return out
+
+
+def three_steps(window_scores: np.ndarray, features: np.ndarray | None, num_frames: int, stride: int,
+                params: PostprocessParams, *, video: str = "") -> dict[str, np.ndarray | None]:
+    """Frame scores of one video after each step (``step2``/``step3`` are None without features)."""
+    out: dict[str, np.ndarray | None] = {"step1": window_to_frame_scores(window_scores, num_frames, stride=stride)}
+    if features is None:
+        out["step2"] = out["step3"] = None
+        return out
+    refined = retrieval_refine(window_scores, features, params, video=video)
+    out["step2"] = window_to_frame_scores(refined, num_frames, stride=stride)
+    smoothed = smooth(refined, params)
+    out["step3"] = finish_frames(window_to_frame_scores(smoothed, num_frames, stride=stride), params)
+    return out
