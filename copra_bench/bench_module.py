@@ -210,8 +210,10 @@ class BenchModule(L.LightningModule, abc.ABC):
         from copra_bench.evaluation.postprocess import dataset_family
         from copra_bench.evaluation.protocol import AP_PRIMARY, CLASS_AUC_CONVENTION
 
+        # Test set names without loading the test split (this runs when the config is saved, before fit): the
+        # DataModule's name, a cross-domain one split into its members (``A_to_B``).
         datamodule = getattr(getattr(self, "_trainer", None), "datamodule", None)
-        names = [ts.name for ts in getattr(datamodule, "test_sets", [])] if datamodule is not None else []
+        names = str(getattr(datamodule, "name", "")).split("_to_") if datamodule is not None else []
         primaries = {name: AP_PRIMARY[dataset_family(name)] for name in names}
         ap = (next(iter(primaries.values())) if len(set(primaries.values())) == 1
               else ",".join(f"{k}={v}" for k, v in primaries.items()) or "per dataset")
