@@ -132,25 +132,11 @@ def resume_run_of(logger: MLFlowLogger, digest: str) -> None:
                 digest, logger._experiment_name)
 
 
-@register_command("data")
-def data_command(argv: list[str]) -> int:
-    """``data synth ...``: write the synthetic world in a real release layout."""
-    from copra_bench.datamodules.synthetic import main_synth
-
-    tools = {"synth": main_synth}
-    usage = (f"usage: python -m copra_bench data {{{','.join(tools)}}} ...\n"
-             "  synth   write the synthetic world in a real release layout (see data synth --help)")
-    if argv and argv[0] in ("-h", "--help"):
-        print(usage)
-        return 0
-    if not argv or argv[0] not in tools:
-        print(usage, file=sys.stderr)
-        return 2
-    return tools[argv[0]](argv[1:])
-
-
 #: Modules that register tool commands when imported (kept lazy: ``python -m copra_bench fit`` never imports them).
-TOOL_MODULES = ("copra_bench.evaluation.command", "copra_bench.sweep.command", "copra_bench.report.command")
+TOOL_MODULES = (
+    "copra_bench.datamodules.commands", "copra_bench.evaluation.command", "copra_bench.sweep.command",
+    "copra_bench.report.command",
+)
 
 
 def load_tool_commands() -> None:
