@@ -127,29 +127,26 @@ class LoRAInjector:
         r = lay.rank
         deltas = cache.deltas
         n_in = deltas.batch_size
-        shared_key = (j, group)
+        shared = cache.shared.setdefault((j, group), _Shared())
+        last_reader = group[-1] == target
 
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
             x = args[0]
-            rows = x.shape[0]
-            if rows != n_in * repeats:
+            if x.shape[0] != n_in * repeats:
                 raise InjectionError(
-                    f"the model ran {rows} rows but the injected deltas hold {n_in} inputs x repeats={repeats} "
+                    f"the model ran {x.shape[0]} rows but the injected deltas hold {n_in} inputs x repeats={repeats} "
                     f"(= {n_in * repeats} rows); pass the right `repeats` to apply()"
                 )
             if self.mode == "naive":
                 return self._naive(x, output, deltas, j, target, repeats)
-            at = cache.a_t(group, j, x)  # [B, in, g*r]
-            bt = cache.b_t(target, j, x)  # [B, r, out]
-            shared = cache.shared.setdefault(shared_key, _Shared())
-            xb = x.reshape(n_in, -1, x.shape[-1])  # [B, repeats*T, in]: no copy, rows are consecutive
             if shared.x is not x:
-                shared.x, shared.h = x, torch.bmm(xb, at)
+                # [B, repeats*T, in] is a view (rows of one input are consecutive): no repeated deltas
+                shared.x, shared.h = x, torch.bmm(x.reshape(n_in, -1, x.shape[-1]), cache.a_t(group, j, x))
             h = shared.h if len(group) == 1 else shared.h[..., offset : offset + r]
-            if group[-1] == target:  # last reader of this input: drop the reference
+            if last_reader:  # drop the reference to the activations
                 shared.x = None
             out = output.reshape(n_in, -1, output.shape[-1])
-            return out.baddbmm_(h, bt).view(output.shape)
+            return out.baddbmm_(h, cache.b_t(target, j, x)).view(output.shape)
 
         return hook
 
@@ -170,22 +167,23 @@ class _Operands:
 
     def __init__(self, deltas: LoRADeltas, layout: LoRALayout) -> None:
         self.deltas, self.layout = deltas, layout
-        self._a: dict[tuple[str, ...], torch.Tensor] = {}
-        self._b: dict[str, torch.Tensor] = {}
+        self._a: dict[tuple[str, ...], tuple[torch.Tensor, ...]] = {}
+        self._b: dict[str, tuple[torch.Tensor, ...]] = {}
         self.shared: dict[tuple, _Shared] = {}
 
     def a_t(self, group: tuple[str, ...], j: int, x: torch.Tensor) -> torch.Tensor:
         at = self._a.get(group)
         if at is None:
             a = torch.cat([self.deltas.A[t] for t in group], dim=2)  # [B, L, g*r, in]
-            at = self._a[group] = a.to(device=x.device, dtype=x.dtype).permute(1, 0, 3, 2).contiguous()
+            # [L, B, in, g*r], split once into per-layer views
+            at = self._a[group] = a.to(device=x.device, dtype=x.dtype).permute(1, 0, 3, 2).contiguous().unbind(0)
         return at[j]
 
     def b_t(self, target: str, j: int, x: torch.Tensor) -> torch.Tensor:
         bt = self._b.get(target)
         if bt is None:
             b = self.deltas.B[target] * self.deltas.scale  # [B, L, out, r]
-            bt = self._b[target] = b.to(device=x.device, dtype=x.dtype).permute(1, 0, 3, 2).contiguous()
+            bt = self._b[target] = b.to(device=x.device, dtype=x.dtype).permute(1, 0, 3, 2).contiguous().unbind(0)
         return bt[j]
 
 
