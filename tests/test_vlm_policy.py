@@ -8,7 +8,14 @@ import torch
 
 from copra_bench.rl import GRPOConfig, GRPOEngine, LinearBiasAdaptation, TrainingError, VLMPolicy
 from copra_bench.vlm import BackboneError, VLMBackbone, parse_answer
-from copra_bench.vlm.sequences import completion_logprobs, completion_mask, expand_inputs, sample_completions
+from copra_bench.vlm.sequences import (
+    completion_logprobs,
+    completion_mask,
+    expand_inputs,
+    placeholder_token_ids,
+    sample_completions,
+    shared_vision_outputs,
+)
 
 TINY = "tiny-qwen2-vl"
 
@@ -41,8 +48,9 @@ def _reference_logprobs(backbone, clip, completion: torch.Tensor) -> torch.Tenso
     ids = torch.cat([inputs["input_ids"], completion.view(1, -1)], dim=1)
     types = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion).view(1, -1)], dim=1)
     model_inputs = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types)
-    logits = backbone.model(**model_inputs, use_cache=False).logits[0]
-    logp = torch.log_softmax(logits.float(), dim=-1)[prompt_len - 1 : prompt_len - 1 + completion.numel()]
+    logits = backbone.model(**model_inputs, use_cache=False).logits[0].float()
+    logits[:, placeholder_token_ids(backbone)] = float("-inf")  # never sampled: outside the policy's support
+    logp = torch.log_softmax(logits, dim=-1)[prompt_len - 1 : prompt_len - 1 + completion.numel()]
     return logp.gather(1, completion.view(-1, 1)).flatten()
 
 
@@ -57,6 +65,12 @@ def test_expand_inputs_equals_processing_repeated_videos(name, backbone, clips):
     assert set(expanded) == set(reference)
     for key, value in reference.items():
         torch.testing.assert_close(expanded[key], value, atol=0, rtol=0, msg=key)
+
+
+def test_placeholder_tokens(backbone):
+    cfg = backbone.model.config
+    assert {cfg.video_token_id, cfg.image_token_id, cfg.vision_start_token_id} <= set(placeholder_token_ids(backbone))
+    assert backbone.tokenizer.eos_token_id not in placeholder_token_ids(backbone)
 
 
 def test_completion_mask_stops_after_the_first_eos():
@@ -75,12 +89,16 @@ def test_format_logprobs_equal_unpadded_full_forwards(backbone, clips):
     ids[1, 2] = eos  # row 1 ends early; pads after it
     ids[1, 3:] = backbone.tokenizer.pad_token_id
     mask = completion_mask(ids, [eos])
+    vision = shared_vision_outputs(backbone, inputs, 2)
+    assert vision is not None and len(vision["video"].pooler_output) == 4
     with torch.no_grad():
         got = completion_logprobs(backbone, expanded, ids, mask)
+        got_shared = completion_logprobs(backbone, expanded, ids, mask, vision_outputs=vision)
         for row in range(4):
             length = int(mask[row].sum())
             ref = _reference_logprobs(backbone, clips[row // 2], ids[row, :length])
             torch.testing.assert_close(got[row, :length], ref, atol=2e-5, rtol=1e-5)
+            torch.testing.assert_close(got_shared[row, :length], ref, atol=2e-5, rtol=1e-5)
 
 
 def test_sampled_tokens_logprobs_equal_generation_scores(backbone, clips):
@@ -92,7 +110,11 @@ def test_sampled_tokens_logprobs_equal_generation_scores(backbone, clips):
         ids, mask, logits = sample_completions(backbone, expanded, max_new_tokens=8, return_logits=True)
         recomputed = completion_logprobs(backbone, expanded, ids, mask)
     assert set(adapt.calls) == {6}, "every forward of generate must see B * G rows"
-    from_generate = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    suppressed = placeholder_token_ids(backbone)
+    assert not torch.isin(ids, torch.tensor(suppressed)).any()
+    logits = logits.float()
+    logits[..., suppressed] = float("-inf")
+    from_generate = torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(recomputed * mask, from_generate * mask, atol=1e-4, rtol=1e-4)
     with torch.no_grad():
         frozen = completion_logprobs(backbone, expanded, ids, mask)

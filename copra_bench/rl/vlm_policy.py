@@ -23,7 +23,13 @@ from typing import Any
 import torch
 
 from copra_bench.vlm.backbone import BackboneError, VLMBackbone
-from copra_bench.vlm.sequences import NonFiniteLogitsError, completion_logprobs, expand_inputs, sample_completions
+from copra_bench.vlm.sequences import (
+    NonFiniteLogitsError,
+    completion_logprobs,
+    expand_inputs,
+    sample_completions,
+    shared_vision_outputs,
+)
 
 from .engine import Adaptation, Rollouts, TrainingError
 from .grpo import GRPOConfig
@@ -39,13 +45,17 @@ class VLMPolicy:
     Args:
         backbone: the frozen VLM; adaptations act on it (e.g. hooks on its language model).
         mode: ``"format"`` or ``"constrained"``.
+        reuse_vision: format mode, Qwen2/2.5-VL: encode each input's video once per batch and reuse the vision
+            tokens in the B * G-row log-prob forwards (old, reference, loss) instead of re-encoding G copies.
+            Valid when adaptations leave the vision encoder alone (COPRA, LM-only LoRA); set False otherwise.
     """
 
-    def __init__(self, backbone: VLMBackbone, mode: str = "format") -> None:
+    def __init__(self, backbone: VLMBackbone, mode: str = "format", *, reuse_vision: bool = True) -> None:
         if mode not in MODES:
             raise BackboneError(f"unknown VLMPolicy mode {mode!r}; choose one of {', '.join(MODES)}")
         self.backbone = backbone
         self.mode = mode
+        self.reuse_vision = bool(reuse_vision)
 
     @property
     def default_rewards(self) -> tuple[str, ...]:
@@ -107,7 +117,10 @@ class VLMPolicy:
             num_generations=num_generations,
             max_length=int(config.max_completion_length),
             temperature=float(config.temperature),
-            extras={"inputs": expanded},
+            extras={
+                "inputs": expanded,
+                "vision": shared_vision_outputs(self.backbone, inputs, num_generations) if self.reuse_vision else None,
+            },
         )
 
     # ------------------------------------------------------------------ log-probs
@@ -126,13 +139,19 @@ class VLMPolicy:
             if choice is None:
                 choice = (rollouts.completion_ids[:, 0] == self.backbone.answer_token_ids[1]).long()
             return logp_pair.repeat_interleave(g, dim=0).gather(1, choice.to(pair.device).view(-1, 1))
-        inputs = rollouts.extras.get("inputs")
+        inputs, vision = rollouts.extras.get("inputs"), rollouts.extras.get("vision")
         if inputs is None:
             prompt, frames = self.backbone._prepare(batch["frames"], with_answer_prefix=False)
             inputs = expand_inputs(prompt, frames, g)
+            vision = shared_vision_outputs(self.backbone, prompt, g) if self.reuse_vision else None
         with _adapted(adaptation, g):
             return completion_logprobs(
-                self.backbone, inputs, rollouts.completion_ids, rollouts.mask, temperature=rollouts.temperature
+                self.backbone,
+                inputs,
+                rollouts.completion_ids,
+                rollouts.mask,
+                temperature=rollouts.temperature,
+                vision_outputs=vision,
             )
 
     def _label_logits(self, inputs: Any) -> torch.Tensor:

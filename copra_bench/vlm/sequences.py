@@ -22,12 +22,17 @@ from .backbone import BackboneError, VLMBackbone
 
 __all__ = [
     "NonFiniteLogitsError",
+    "placeholder_token_ids",
     "completion_logprobs",
     "completion_mask",
     "expand_inputs",
     "sample_completions",
     "selective_log_softmax",
+    "shared_vision_outputs",
 ]
+
+# Families whose forward takes precomputed vision outputs made of ``pooler_output`` alone (one tensor per video).
+_REUSABLE_VISION = ("qwen2_vl", "qwen2_5_vl")
 
 
 class NonFiniteLogitsError(BackboneError):
@@ -91,6 +96,43 @@ def expand_inputs(inputs, frames: list[int], repeats: int) -> dict[str, Any]:
     return out
 
 
+def placeholder_token_ids(backbone: VLMBackbone) -> list[int]:
+    """Ids of the vision placeholder / delimiter tokens (``<|video_pad|>``, ``<|vision_start|>``, InternVL's
+    ``<IMG_CONTEXT>`` ...). They are never sampled: a completion holding one would be read as a slot for vision
+    features in the log-prob forward (and fail), and an instruction-tuned model gives them ~0 probability anyway.
+    :func:`completion_logprobs` removes them from the distribution too, so sampling and scoring agree exactly."""
+    cfg = backbone.model.config
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
+             "image_token_index", "video_token_index")
+    ids = {int(getattr(cfg, n)) for n in names if isinstance(getattr(cfg, n, None), int)}
+    tok = backbone.tokenizer
+    for attr in ("start_image_token_id", "end_image_token_id", "context_image_token_id", "video_token_id"):
+        if isinstance(getattr(tok, attr, None), int):
+            ids.add(int(getattr(tok, attr)))
+    return sorted(ids)
+
+
+@torch.no_grad()
+def shared_vision_outputs(backbone: VLMBackbone, inputs, repeats: int) -> dict[str, Any] | None:
+    """Vision-encoder outputs of the B inputs, computed once and repeated per row, for the ``mm_encoder_outputs``
+    argument of the model's forward: the B * G-row log-prob forwards then skip the vision encoder, which is frozen
+    and (for COPRA and LM-only LoRA) not adapted. None where the family does not support it (Qwen3-VL's deepstack
+    features, InternVL): those forwards then encode the repeated pixels themselves."""
+    if (
+        backbone.family not in _REUSABLE_VISION
+        or "pixel_values_videos" not in inputs
+        or "mm_encoder_outputs" not in backbone._forward_params
+    ):
+        return None
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    out = backbone.model.get_video_features(
+        pixel_values_videos=inputs["pixel_values_videos"], video_grid_thw=inputs["video_grid_thw"]
+    )
+    pooled = tuple(t for t in out.pooler_output for _ in range(repeats))
+    return {"video": BaseModelOutputWithPooling(pooler_output=pooled)}
+
+
 def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
     """``[N, T]`` float mask: 1 up to and including the first end-of-sequence token of each row, 0 after it."""
     is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))
@@ -117,7 +159,8 @@ def sample_completions(
 
     Returns:
         ``(completion_ids [N, T], mask [N, T], logits [N, T, V] or None)``; logits are the raw (unprocessed)
-        next-token logits of each decoding step when ``return_logits``.
+        next-token logits of each decoding step when ``return_logits``. Vision placeholder tokens
+        (:func:`placeholder_token_ids`) are never sampled.
     """
     from transformers import LogitsProcessorList
 
@@ -135,6 +178,7 @@ def sample_completions(
         pad_token_id=tok.pad_token_id,
         eos_token_id=eos,
         repetition_penalty=1.0,
+        suppress_tokens=placeholder_token_ids(backbone),
         return_dict_in_generate=True,
         output_logits=bool(return_logits),
         logits_processor=LogitsProcessorList([guard]),
@@ -154,12 +198,15 @@ def completion_logprobs(
     mask: torch.Tensor,
     *,
     temperature: float = 1.0,
+    vision_outputs: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Per-token log-probs ``[N, T]`` float32 of ``completion_ids`` after the (expanded, left-padded) prompts.
 
     One forward over prompt + completion with logits for the last T + 1 positions only; the logits are divided by
-    ``temperature`` (the sampling distribution, as TRL). Positions after the end of a completion (mask 0) hold
+    ``temperature`` (the sampling distribution, as TRL) and the vision placeholder tokens, never sampled, are
+    removed (:func:`placeholder_token_ids`). Positions after the end of a completion (mask 0) hold
     finite but meaningless values. Differentiable when grad is enabled (the backbone itself is frozen).
+    ``vision_outputs`` (from :func:`shared_vision_outputs`) replace the pixel inputs.
     """
     n, length = completion_ids.shape
     ids = torch.cat([inputs["input_ids"], completion_ids.to(inputs["input_ids"].device)], dim=1)
@@ -168,10 +215,16 @@ def completion_logprobs(
     if "mm_token_type_ids" in inputs:
         types = inputs["mm_token_type_ids"]
         model_inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(n, length)], dim=1)
+    if vision_outputs is not None:
+        model_inputs.pop("pixel_values_videos", None)
+        model_inputs["mm_encoder_outputs"] = dict(vision_outputs)
     out = backbone.model(**model_inputs, logits_to_keep=length + 1, use_cache=False)
     logits = out.logits[:, :-1, :].float()
     if temperature != 1.0:
         logits = logits / temperature
+    suppressed = placeholder_token_ids(backbone)
+    if suppressed:
+        logits = logits.index_fill(-1, torch.tensor(suppressed, device=logits.device), float("-inf"))
     return selective_log_softmax(logits, completion_ids.to(logits.device))
 
 
