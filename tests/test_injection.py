@@ -206,3 +206,21 @@ def test_misuse_errors(tiny64):
             pass
     with pytest.raises(InjectionError, match="mode"):
         LoRAInjector(tiny64, mode="merged")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cuda_injection_matches_naive_loop_and_keeps_dtype(dtype):
+    backbone = VLMBackbone.load("tiny-qwen2-vl", dtype=str(dtype).removeprefix("torch."), device="cuda")
+    _, layout, fused = _setup(backbone)
+    naive = LoRAInjector(backbone, fused.mapping, layout, mode="naive")
+    deltas = _random(layout, 3, dtype=torch.float32, seed=12).to("cuda")  # generator output is float32
+    inputs = backbone.prepare_inputs(_videos(3, seed=13), with_answer_prefix=True)
+    with torch.no_grad():
+        with fused.apply(deltas):
+            out = backbone.model(**inputs).logits
+        with naive.apply(deltas):
+            ref = backbone.model(**inputs).logits
+    assert out.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-1  # bf16: the update moves logits by ~1
+    torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=tol)
