@@ -128,3 +128,14 @@ def test_activation_checkpointing_matches():
     torch.testing.assert_close(out, ref)
     out.sum().backward()
     assert gen.blocks[0].mlp[0].weight.grad is not None
+
+
+def test_for_backbone_config_knobs():
+    from copra_bench.vlm.backbone import VLMBackbone
+
+    backbone = VLMBackbone.load("tiny-qwen2-vl")
+    gen = ParameterGenerator.for_backbone(backbone, rank=2, alpha=4, targets=["v", "q"], layers=[1], d_seg=8,
+                                          width=16, heads=2, global_latent=False)
+    assert gen.depth == 1 and gen.scale == 2.0 and gen.prior is None  # depth: half of the 2 LM layers
+    assert gen.layout.layers == (1,) and gen.layout.targets == ("q", "v") and gen.layout.d_seg == 8
+    assert gen.num_generated_values() == 2 * (64 + 64 + 64 + 32)  # q: 64 -> 64, v: 64 -> 32 (2 kv heads x 16)

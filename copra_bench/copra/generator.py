@@ -153,6 +153,34 @@ class ParameterGenerator(nn.Module):
         self.head_a = _head(width, seg, zero=False)
         self.head_b = _head(width, seg, zero=True)
 
+    @classmethod
+    def for_backbone(
+        cls,
+        backbone,
+        *,
+        rank: int = 8,
+        alpha: float = 16.0,
+        targets: Sequence[str] | str = "all",
+        layers: Sequence[int] | str = "all",
+        d_seg: int = 256,
+        depth: int | None = None,
+        width: int = 512,
+        heads: int = 8,
+        global_latent: bool = True,
+        mlp_ratio: float = 4.0,
+        checkpointing: bool = False,
+    ) -> "ParameterGenerator":
+        """The generator for a ``VLMBackbone`` from config knobs; ``depth=None`` = half the LM depth (paper).
+        Its layout is ``.layout``; the family mapping is ``mapping_for(backbone)``."""
+        from .mappings import mapping_for
+
+        mapping = mapping_for(backbone)
+        layout = mapping.layout(backbone, rank=rank, targets=targets, layers=layers, d_seg=d_seg)
+        if depth is None:
+            depth = max(1, mapping.num_layers(backbone) // 2)
+        return cls(layout, vision_dim=mapping.vision_dim(backbone), width=width, depth=depth, heads=heads,
+                   alpha=alpha, global_latent=global_latent, mlp_ratio=mlp_ratio, checkpointing=checkpointing)
+
     # ------------------------------------------------------------------ sizes for logging
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
