@@ -30,11 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from copra_bench.copra.generator import ParameterGenerator  # noqa: E402
-from copra_bench.copra.injection import LoRAInjector  # noqa: E402
-from copra_bench.copra.layout import LoRADeltas  # noqa: E402
-from copra_bench.copra.mappings import mapping_for  # noqa: E402
-from copra_bench.vlm.backbone import VLMBackbone  # noqa: E402
+from copra_bench.copra.generator import ParameterGenerator
+from copra_bench.copra.injection import LoRAInjector
+from copra_bench.copra.layout import LoRADeltas
+from copra_bench.copra.mappings import mapping_for
+from copra_bench.vlm.backbone import VLMBackbone
 
 _LM_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
@@ -43,7 +43,11 @@ def qwen2_vl_7b_config(vocab_size: int = 152064):
     """Qwen2-VL-7B-Instruct dimensions (config.json of the release) with the tiny tokenizer's special ids."""
     from transformers import Qwen2VLConfig
 
-    from copra_bench.vlm.tiny import _qwen_token_config, _token_ids, build_byte_tokenizer
+    from copra_bench.vlm.tiny import (
+        _qwen_token_config,
+        _token_ids,
+        build_byte_tokenizer,
+    )
 
     ids = _token_ids(build_byte_tokenizer())
     return Qwen2VLConfig(
@@ -90,16 +94,24 @@ def _sync(device) -> None:
 
 def timed(fn, args) -> float:
     """Best of ``--iters`` runs (the least disturbed by other processes on a shared machine)."""
-    for _ in range(args.warmup):
-        fn()
-    times = []
+    return interleaved({"x": fn}, args)["x"]
+
+
+def interleaved(fns: dict, args) -> dict[str, float]:
+    """Best time of each function over ``--iters`` rounds, the functions run in turn within a round so that a
+    busy spell of a shared machine hits all of them alike."""
+    for fn in fns.values():
+        for _ in range(args.warmup):
+            fn()
+    best = {name: float("inf") for name in fns}
     for _ in range(args.iters):
-        _sync(args.device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(args.device)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for name, fn in fns.items():
+            _sync(args.device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(args.device)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def main(argv=None) -> dict:
@@ -155,21 +167,47 @@ def main(argv=None) -> dict:
                 fn()
         return run
 
-    results: dict[str, dict[str, float]] = {}
-
-    def record(name, fwd, gen):
-        results[name] = {"forward_s": timed(fwd, args)}
-        if "generate" not in args.skip:
-            results[name]["generate_s"] = timed(gen, args)
-        print(f"  {name:<22} " + "  ".join(f"{k} {v:.4f}" for k, v in results[name].items()), flush=True)
-
     print(f"backbone {backbone.name} ({args.dtype}, {device}); {layout.describe()}", flush=True)
     print(f"batch {args.batch} x {score_inputs['input_ids'].shape[1]} tokens (score prompt)", flush=True)
-    record("frozen", forward, generate)
+    forwards, generates = {"frozen": forward}, {"frozen": generate}
     for mode in ("fused", "unfused", "naive"):
         if mode not in args.skip:
             inj = LoRAInjector(backbone, mapping, layout, mode=mode)
-            record(f"copra_{mode}", adapted(forward, inj), adapted(generate, inj))
+            forwards[f"copra_{mode}"], generates[f"copra_{mode}"] = adapted(forward, inj), adapted(generate, inj)
+    peft_model = None
+    if "peft" not in args.skip:
+        # static LoRA on a copy of the model (peft rewrites the modules it adapts); merged afterwards
+        import copy
+
+        from peft import LoraConfig, get_peft_model
+
+        peft_model = get_peft_model(copy.deepcopy(model),
+                                    LoraConfig(r=args.rank, lora_alpha=args.alpha, target_modules=_LM_LINEARS))
+
+        def peft_forward():
+            with torch.no_grad():
+                peft_model(**score_inputs, logits_to_keep=1, use_cache=False)
+
+        forwards["peft_unmerged"], generates["peft_unmerged"] = peft_forward, lambda: generate(peft_model)
+
+    def measure(fwds: dict, gens: dict) -> dict[str, dict[str, float]]:
+        out = {name: {"forward_s": t} for name, t in interleaved(fwds, args).items()}
+        if "generate" not in args.skip:
+            for name, t in interleaved(gens, args).items():
+                out[name]["generate_s"] = t
+        for name, row in out.items():
+            for k in list(row):
+                row[k.replace("_s", "_x_frozen")] = row[k] / out["frozen"][k]
+            print(f"  {name:<22} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+        return out
+
+    results: dict[str, dict[str, float]] = measure(forwards, generates)
+    if peft_model is not None:
+        peft_model.merge_adapter()  # merged static LoRA: compared with a fresh round of the frozen model
+        merged = measure({"frozen": forward, "peft_merged": forwards["peft_unmerged"]},
+                         {"frozen": generate, "peft_merged": generates["peft_unmerged"]})
+        results["peft_merged"] = merged["peft_merged"]
+        del peft_model
 
     # parameter generation alone: condition encoder (vision tokens of the K frames) + generator
     depth = args.gen_depth if args.gen_depth is not None else max(1, mapping.num_layers(backbone) // 2)
@@ -183,35 +221,17 @@ def main(argv=None) -> dict:
                                              enabled=use_autocast):
             gen(tokens)
 
+    times = interleaved({"vision": lambda: mapping.conditioning_tokens(backbone, videos),
+                         "generator": generate_params}, args)
     results["param_generation"] = {
-        "vision_tokens_s": timed(lambda: mapping.conditioning_tokens(backbone, videos), args),
-        "generator_s": timed(generate_params, args),
+        "vision_tokens_s": times["vision"],
+        "generator_s": times["generator"],
         "generator_params": gen.num_parameters(),
         "lora_values_per_input": gen.num_generated_values(),
         "generator_depth": depth,
     }
     print(f"  param_generation       {results['param_generation']}", flush=True)
-    del gen
 
-    if "peft" not in args.skip:
-        from peft import LoraConfig, get_peft_model
-
-        peft_model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=args.alpha, target_modules=_LM_LINEARS))
-
-        def peft_forward():
-            with torch.no_grad():
-                peft_model(**score_inputs, logits_to_keep=1, use_cache=False)
-
-        record("peft_unmerged", peft_forward, lambda: generate(peft_model))
-        peft_model.merge_adapter()
-        record("peft_merged", peft_forward, lambda: generate(peft_model))
-
-    frozen = results["frozen"]
-    for name, row in results.items():
-        if name != "param_generation":
-            for k in list(row):
-                if k.endswith("_s"):
-                    row[k.replace("_s", "_x_frozen")] = row[k] / frozen[k]
     report = {
         "machine": {
             "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),

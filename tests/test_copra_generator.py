@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from copra_bench.copra.generator import GeneratorError, ParameterGenerator, pad_vision_tokens
+from copra_bench.copra.generator import (
+    GeneratorError,
+    ParameterGenerator,
+    pad_vision_tokens,
+)
 from copra_bench.copra.layout import LoRALayout
 
 # Small layout with sizes that are not multiples of d_seg (last segments cut short) and a shared-input group.

@@ -196,10 +196,9 @@ def test_other_families_forward_equals_merged_reference(name):
 def test_misuse_errors(tiny64):
     _, layout, injector = _setup(tiny64)
     deltas = _random(layout, 1)
-    with injector.apply(deltas):
-        with pytest.raises(InjectionError, match="nested"):
-            with injector.apply(deltas):
-                pass
+    with injector.apply(deltas), pytest.raises(InjectionError, match="nested"):
+        with injector.apply(deltas):
+            pass
     _, other, _ = _setup(tiny64, layers=[0])
     with pytest.raises(LayoutError, match="layers"):
         with injector.apply(_random(other, 1)):

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from copra_bench.copra.layout import LayoutError, LoRALayout
-from copra_bench.copra.mappings import BackboneMapping, MappingError, mapping_for, register_mapping, registered_mappings
+from copra_bench.copra.mappings import (
+    BackboneMapping,
+    MappingError,
+    mapping_for,
+    register_mapping,
+    registered_mappings,
+)
 from copra_bench.vlm.backbone import VLMBackbone
 
 FAMILIES = {"tiny-qwen2-vl": "qwen2_vl", "tiny-qwen2.5-vl": "qwen2_5_vl", "tiny-qwen3-vl": "qwen3_vl",

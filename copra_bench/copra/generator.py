@@ -24,7 +24,7 @@ whatever the target (as Kaiming-initialised LoRA A); B is used as emitted.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -169,7 +169,7 @@ class ParameterGenerator(nn.Module):
         global_latent: bool = True,
         mlp_ratio: float = 4.0,
         checkpointing: bool = False,
-    ) -> "ParameterGenerator":
+    ) -> ParameterGenerator:
         """The generator for a ``VLMBackbone`` from config knobs; ``depth=None`` = half the LM depth (paper).
         Its layout is ``.layout``; the family mapping is ``mapping_for(backbone)``."""
         from .mappings import mapping_for

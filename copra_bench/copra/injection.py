@@ -21,7 +21,8 @@ tests and the overhead benchmark. :func:`merged_weights` is the merged-weight re
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,7 +44,7 @@ class InjectionError(CopraError, RuntimeError):
 class _Shared:
     """``x @ A_group^T`` computed by the first module of a shared-input group, reused by the others."""
 
-    __slots__ = ("x", "h")
+    __slots__ = ("h", "x")
 
     def __init__(self) -> None:
         self.x: torch.Tensor | None = None
@@ -118,7 +119,7 @@ class LoRAInjector:
             self.model._copra_lora_active = False
 
     # ------------------------------------------------------------------ hooks
-    def _hook(self, cache: "_Operands", j: int, target: str, repeats: int):
+    def _hook(self, cache: _Operands, j: int, target: str, repeats: int):
         """Forward hook of one target Linear in layout layer ``j``; operands are prepared lazily on first use so
         that they take the dtype/device of the activations."""
         lay = self.layout

@@ -15,8 +15,8 @@ generator works on a ``[L, S]`` grid (intra-layer attention along ``S``, inter-l
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 
@@ -153,17 +153,17 @@ class LoRADeltas:
     def rank(self) -> int:
         return int(next(iter(self.A.values())).shape[2])
 
-    def _map(self, fn) -> "LoRADeltas":
+    def _map(self, fn) -> LoRADeltas:
         return LoRADeltas({t: fn(a) for t, a in self.A.items()}, {t: fn(b) for t, b in self.B.items()},
                           self.scale, self.layers)
 
-    def to(self, *args, **kwargs) -> "LoRADeltas":
+    def to(self, *args, **kwargs) -> LoRADeltas:
         return self._map(lambda x: x.to(*args, **kwargs))
 
-    def detach(self) -> "LoRADeltas":
+    def detach(self) -> LoRADeltas:
         return self._map(torch.Tensor.detach)
 
-    def select(self, index) -> "LoRADeltas":
+    def select(self, index) -> LoRADeltas:
         """The deltas of some inputs (an int, slice, list or index tensor along the batch axis)."""
         if isinstance(index, int):
             index = [index]
@@ -202,7 +202,7 @@ class LoRADeltas:
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
-    ) -> "LoRADeltas":
+    ) -> LoRADeltas:
         """Random non-zero deltas (tests and benchmarks): ``A ~ N(0, 1/in)``, ``B ~ N(0, std^2)``."""
         L, r = layout.num_layers, layout.rank
         A, B = {}, {}

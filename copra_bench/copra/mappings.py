@@ -13,8 +13,9 @@ Adding a family: ``register_mapping("my_model_type", BackboneMapping(...))`` (se
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
