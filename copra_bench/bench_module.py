@@ -180,8 +180,10 @@ class BenchModule(L.LightningModule, abc.ABC):
                 self.test_errors[name] = str(err)
                 continue
             self.test_results[name] = TestSetResult(name=name, evaluation=evaluation, videos=videos, stride=stride)
+            # Every rank holds the same gathered numbers; sync_dist (a mean of equal values, exact) keeps Lightning
+            # from warning about unsynchronised epoch-level metrics under DDP.
             for key, value in evaluation.mlflow_metrics().items():
-                self.log(key, value, rank_zero_only=True)
+                self.log(key, value, sync_dist=True)
         self._collectors = []
 
     def on_test_end(self) -> None:

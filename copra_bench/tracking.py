@@ -207,17 +207,29 @@ class RunArtifacts(L.Callback):
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started["test"] = time.perf_counter()
 
+    @staticmethod
+    def _output_dir(trainer: L.Trainer) -> Path | None:
+        """The run directory on rank 0 (None elsewhere). Every rank must call this: without an MLflow logger,
+        ``trainer.log_dir`` is a broadcast under DDP, and a rank-0-only call waits forever for the others."""
+        if _mlflow(trainer) is None:
+            path = Path(trainer.log_dir or trainer.default_root_dir)
+            if trainer.is_global_zero:
+                path.mkdir(parents=True, exist_ok=True)
+                return path
+            return None
+        return run_dir_of(trainer) if trainer.is_global_zero else None
+
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs before the module's own on_test_end, which raises for failed test sets: what succeeded is kept.
-        if trainer.is_global_zero and getattr(pl_module, "test_results", None):
-            self._save_test_results(trainer, pl_module)
+        run_dir = self._output_dir(trainer)
+        if run_dir is not None and getattr(pl_module, "test_results", None):
+            self._save_test_results(trainer, pl_module, run_dir)
 
-    def _save_test_results(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _save_test_results(self, trainer: L.Trainer, pl_module: L.LightningModule, run_dir: Path) -> None:
         from copra_bench.evaluation.plots import save_plots
         from copra_bench.evaluation.protocol import protocol_params
 
         self.timing["test_s"] = time.perf_counter() - self._started.pop("test", time.perf_counter())
-        run_dir = run_dir_of(trainer)
         logger = _mlflow(trainer)
         results = {}
         evaluations = [result.evaluation for result in pl_module.test_results.values()]
@@ -235,9 +247,9 @@ class RunArtifacts(L.Callback):
         print(format_results_table(results, run_dir=run_dir))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        run_dir = self._output_dir(trainer)
+        if run_dir is None:
             return
-        run_dir = run_dir_of(trainer)
         logger = _mlflow(trainer)
         for name, videos in pl_module.predict_results.items():
             path = save_scores(run_dir / "predictions" / f"{name}.npz", videos)
