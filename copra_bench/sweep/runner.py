@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from copra_bench.sweep.resolve import resolve_runs
-from copra_bench.sweep.spec import PlannedRun, SweepSpec, cli_value
+from copra_bench.sweep.spec import PlannedRun, SweepSpec, cli_value, display_value
 from copra_bench.sweep.store import (TAG_AXES, TAG_HASH, TAG_INDEX, TAG_LOG, TAG_SWEEP, SweepStore, retry)
 
 ERROR_TAIL_CHARS = 3000
@@ -59,7 +59,7 @@ def _store_key(run: PlannedRun) -> tuple[str, str, str | None]:
 
 def _tags(spec: SweepSpec, run: PlannedRun) -> dict[str, str]:
     return {TAG_SWEEP: spec.sweep_id, TAG_HASH: run.config_hash, TAG_INDEX: str(run.index),
-            TAG_AXES: json.dumps({k: cli_value(v) for k, v in run.axes.items()}), "subcommand": spec.subcommand}
+            TAG_AXES: json.dumps({k: display_value(v) for k, v in run.axes.items()}), "subcommand": spec.subcommand}
 
 
 def command_of(spec: SweepSpec, run: PlannedRun, *, run_id: str | None = None) -> list[str]:

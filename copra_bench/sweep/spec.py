@@ -63,7 +63,7 @@ class PlannedRun:
     @property
     def label(self) -> str:
         """``key=value`` pairs of the axes, short keys (last two components)."""
-        return " ".join(f"{short_key(k)}={cli_value(v)}" for k, v in self.axes.items()) or "(base)"
+        return " ".join(f"{short_key(k)}={display_value(v)}" for k, v in self.axes.items()) or "(base)"
 
 
 @dataclass
@@ -170,6 +170,12 @@ def cli_value(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
+
+
+def display_value(value: Any) -> str:
+    """:func:`cli_value`, with component files shortened to their file name."""
+    text = cli_value(value)
+    return Path(text).name if text.endswith((".yaml", ".yml")) else text
 
 
 def _same(a: Any, b: Any) -> bool:
