@@ -28,7 +28,8 @@ def _machine() -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{cpu}, {os.cpu_count()} cores{load}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def main() -> None:
@@ -42,7 +43,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="measured steps per setting (after one warm-up)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-reuse-vision", action="store_true",
+                        help="format mode: re-encode the G copies of each video in the log-prob forwards")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's; 1 avoids oversubscription on a busy machine)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from copra_bench.rl import GRPOConfig, GRPOEngine, LinearBiasAdaptation, VLMPolicy
@@ -51,7 +58,8 @@ def main() -> None:
     backbone = VLMBackbone.load(args.model, device=args.device)
     linear = backbone.language_model.layers[0].mlp.down_proj
     print(f"machine: {_machine()}; model {args.model} on {args.device}; K={args.frames} frames of "
-          f"{args.size}x{args.size}; max_new_tokens={args.max_new_tokens} (format mode); beta=0.1, 1 iteration")
+          f"{args.size}x{args.size}; max_new_tokens={args.max_new_tokens} (format mode); beta=0.1, 1 iteration; "
+          f"reuse_vision={not args.no_reuse_vision}")
     print()
     print("| mode | B | G | rollout s | reward s | reference s | loss fwd s | backward s | step s | tokens/row |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -63,7 +71,7 @@ def main() -> None:
             for g in args.generations:
                 adaptation = LinearBiasAdaptation(linear, num_inputs=b, init_std=0.01)
                 config = GRPOConfig(num_generations=g, max_completion_length=args.max_new_tokens, beta=0.1)
-                engine = GRPOEngine(VLMPolicy(backbone, mode), config)
+                engine = GRPOEngine(VLMPolicy(backbone, mode, reuse_vision=not args.no_reuse_vision), config)
                 parts: dict[str, list[float]] = {k: [] for k in ("rollout", "reward", "ref", "fwd", "bwd", "step")}
                 lengths = []
                 torch.manual_seed(0)
