@@ -3,6 +3,8 @@ forwards, sampling consistency, row layout of adaptations, gradients through the
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -141,8 +143,18 @@ def test_format_rollouts_shapes_and_texts(backbone, clips):
     assert ro.labels.tolist() == [0, 0, 0, 1, 1, 1] and len(ro.texts) == 6 and ro.max_length == 5
     decoded = backbone.tokenizer.batch_decode(ro.completion_ids, skip_special_tokens=True)
     assert ro.texts == decoded
-    logp = policy.completion_logprobs(_batch(clips), ro, adaptation=None)
+    calls = []
+    handle = backbone.vision_module.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        logp = policy.completion_logprobs(_batch(clips), ro, adaptation=None)
+        assert calls == [], "the shared vision tokens must replace the vision encoder in log-prob forwards"
+        bare = dataclasses.replace(ro, extras={})  # nothing cached: inputs rebuilt from the batch
+        no_reuse = VLMPolicy(backbone, reuse_vision=False).completion_logprobs(_batch(clips), bare, adaptation=None)
+        assert calls == [1]
+    finally:
+        handle.remove()
     assert logp.shape == ro.completion_ids.shape and logp.dtype == torch.float32 and not logp.requires_grad
+    torch.testing.assert_close(logp * ro.mask, no_reuse * ro.mask, atol=2e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- constrained mode

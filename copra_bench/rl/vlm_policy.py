@@ -104,6 +104,9 @@ class VLMPolicy:
                 )
         except NonFiniteLogitsError as err:
             raise _nonfinite_rollout(err.rows, num_generations) from err
+        vision = shared_vision_outputs(self.backbone, inputs, num_generations) if self.reuse_vision else None
+        if vision is not None:  # the log-prob forwards read the shared vision tokens: drop the G pixel copies
+            expanded = {k: v for k, v in expanded.items() if k != "pixel_values_videos"}
         texts = self.backbone.tokenizer.batch_decode(
             [row[: int(m.sum())] for row, m in zip(ids, mask)],
             skip_special_tokens=True,
@@ -117,10 +120,7 @@ class VLMPolicy:
             num_generations=num_generations,
             max_length=int(config.max_completion_length),
             temperature=float(config.temperature),
-            extras={
-                "inputs": expanded,
-                "vision": shared_vision_outputs(self.backbone, inputs, num_generations) if self.reuse_vision else None,
-            },
+            extras={"inputs": expanded, "vision": vision},
         )
 
     # ------------------------------------------------------------------ log-probs
