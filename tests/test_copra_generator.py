@@ -143,3 +143,19 @@ def test_for_backbone_config_knobs():
     assert gen.depth == 1 and gen.scale == 2.0 and gen.prior is None  # depth: half of the 2 LM layers
     assert gen.layout.layers == (1,) and gen.layout.targets == ("q", "v") and gen.layout.d_seg == 8
     assert gen.num_generated_values() == 2 * (64 + 64 + 64 + 32)  # q: 64 -> 64, v: 64 -> 32 (2 kv heads x 16)
+
+
+def test_deltas_select_cat_and_nonfinite():
+    from copra_bench.copra.layout import LayoutError, LoRADeltas
+
+    lay = _layout()
+    deltas = LoRADeltas.random(lay, 3, generator=torch.Generator().manual_seed(0))
+    deltas.check(lay)
+    back = LoRADeltas.cat([deltas.select(2), deltas.select([0, 1])])
+    assert torch.equal(back.A["down"][0], deltas.A["down"][2]) and torch.equal(back.B["q"][1:], deltas.B["q"][:2])
+    assert deltas.nonfinite_inputs() == []
+    deltas.B["up"][1, 0, 5, 1] = float("nan")
+    deltas.A["k"][2, 2, 0, 0] = float("inf")
+    assert deltas.nonfinite_inputs() == [1, 2]
+    with pytest.raises(LayoutError):
+        LoRADeltas.cat([deltas, LoRADeltas.random(lay, 1, scale=1.0)])

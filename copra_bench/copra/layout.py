@@ -169,6 +169,15 @@ class LoRADeltas:
             index = [index]
         return self._map(lambda x: x[index])
 
+    @classmethod
+    def cat(cls, parts: "list[LoRADeltas]") -> "LoRADeltas":
+        """Several batches of deltas (same layout and scale) as one batch, in order."""
+        if not parts or len({(p.scale, p.layers, p.targets) for p in parts}) != 1:
+            raise LayoutError("LoRADeltas.cat needs at least one part, all with the same scale, layers and targets")
+        first = parts[0]
+        return cls({t: torch.cat([p.A[t] for p in parts]) for t in first.A},
+                   {t: torch.cat([p.B[t] for p in parts]) for t in first.B}, first.scale, first.layers)
+
     def nonfinite_inputs(self) -> list[int]:
         """Batch indices whose generated matrices hold NaN or inf (for the training guard)."""
         bad = torch.zeros(self.batch_size, dtype=torch.bool, device=next(iter(self.A.values())).device)
