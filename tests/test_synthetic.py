@@ -244,3 +244,27 @@ def test_main_synth_rejects_unknown_layout_or_domain(tmp_path, capsys, args, mes
         main_synth(["--out", str(tmp_path / "x"), *args])
     assert exc.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("layout, frames, expect", [
+    ("xd_violence", False, ["annotations.txt", "test", "train"]),
+    ("shanghaitech", False, ["SH_Test.txt", "SH_Train.txt", "testing", "training"]),
+    ("ucf_crime", True, ["Anomaly-Videos-Part-1", "Anomaly_Detection_splits", "Temporal_Anomaly_Annotation_for_"
+                         "Testing_Videos.txt", "Testing_Normal_Videos_Anomaly", "Training_Normal_Videos_Anomaly"]),
+])
+def test_main_synth_writes_every_layout(tmp_path, capsys, layout, frames, expect):
+    out = tmp_path / layout
+    argv = ["--out", str(out), "--layout", layout, "--num-train-normal", "1", "--num-train-abnormal", "1",
+            "--num-test-normal", "1", "--num-test-abnormal", "2", "--fps", "8", "--min-seconds", "3",
+            "--max-seconds", "4", "--frame-size", "32", "--no-progress"] + (["--frames"] if frames else [])
+    assert main_synth(argv) == 0
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith((".", "synthetic_meta"))) == expect
+    meta = json.loads((out / "synthetic_meta.json").read_text())
+    assert meta["layout"] == layout and meta["frames"] == frames and len(meta["videos"]) == 5
+    for video in meta["videos"]:  # every video is where the meta says, with the planned number of frames
+        path = out / video["relpath"]
+        if path.is_dir():
+            assert len(list(path.glob("*.jpg"))) == video["num_frames"]
+        else:
+            assert decode(path)[0].shape[0] == video["num_frames"]
+    assert ("frame folders" in capsys.readouterr().out) == frames
