@@ -253,3 +253,21 @@ def test_bad_mode_and_batch(backbone, clips):
     with pytest.raises(BackboneError, match="label"):
         VLMPolicy(backbone, "constrained").rollout({"frames": clips}, num_generations=2, adaptation=None,
                                                    config=GRPOConfig(num_generations=2))
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-internvl"])
+def test_other_families_sample_and_score_consistently(name, clips):
+    bb = VLMBackbone.load(name, seed=0)
+    videos = [clips[0], clips[1][:4].repeat(2, 1, 1, 1)]  # equal frame counts (InternVL), different content
+    inputs, frames = bb._prepare(videos, with_answer_prefix=False)
+    expanded = expand_inputs(inputs, frames, 2)
+    vision = shared_vision_outputs(bb, inputs, 2)
+    assert (vision is not None) == (name == "tiny-qwen2.5-vl")  # Qwen3-VL (deepstack) and InternVL re-encode
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ids, mask, logits = sample_completions(bb, expanded, max_new_tokens=5, return_logits=True)
+        logp = completion_logprobs(bb, expanded, ids, mask, vision_outputs=vision)
+    logits = logits.float()
+    logits[..., placeholder_token_ids(bb)] = float("-inf")
+    expected = torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(logp * mask, expected * mask, atol=1e-4, rtol=1e-4)
