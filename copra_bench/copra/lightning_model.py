@@ -8,6 +8,7 @@ assembly, metrics and checkpoint filtering come from :class:`~copra_bench.bench_
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -21,6 +22,11 @@ from copra_bench.rl import GRPOConfig, GRPOEngine, TrainingError, VLMPolicy
 from copra_bench.vlm import ScoreOutput
 
 Granularity = Literal["window", "chunk", "video"]
+
+# The frozen VLM stays in eval mode on purpose (no dropout in the policy, as in VLM-R1), and COPRA's checkpoints are
+# meant to hold the state after the step they are named after: Lightning's warnings about both do not apply.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
 
 class COPRA(BenchModule):
