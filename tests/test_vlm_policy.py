@@ -139,7 +139,8 @@ def test_format_rollouts_shapes_and_texts(backbone, clips):
     cfg = GRPOConfig(num_generations=3, max_completion_length=5)
     torch.manual_seed(0)
     ro = policy.rollout(_batch(clips), num_generations=3, adaptation=None, config=cfg)
-    assert ro.completion_ids.shape[0] == 6 and ro.completion_ids.shape[1] <= 5 and ro.mask.shape == ro.completion_ids.shape
+    assert ro.completion_ids.shape[0] == 6 and ro.completion_ids.shape[1] <= 5
+    assert ro.mask.shape == ro.completion_ids.shape
     assert ro.labels.tolist() == [0, 0, 0, 1, 1, 1] and len(ro.texts) == 6 and ro.max_length == 5
     decoded = backbone.tokenizer.batch_decode(ro.completion_ids, skip_special_tokens=True)
     assert ro.texts == decoded

@@ -153,7 +153,9 @@ class GRPOEngine:
         for name, fn in self.rewards:
             values = torch.as_tensor(fn(rollouts.texts, labels), dtype=torch.float32).detach().cpu()
             if values.shape != (rollouts.num_rows,):
-                raise RewardError(f"reward {name!r} returned shape {tuple(values.shape)}, expected ({rollouts.num_rows},)")
+                raise RewardError(
+                    f"reward {name!r} returned shape {tuple(values.shape)}, expected ({rollouts.num_rows},)"
+                )
             self._check_finite(values.unsqueeze(1), rollouts, f"reward {name!r}", masked=False)
             per_reward[name] = values
         total = sum(w * per_reward[n] for w, (n, _) in zip(self.reward_weights, self.rewards))
