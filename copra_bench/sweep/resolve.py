@@ -9,6 +9,7 @@ component files and bad class paths are all found before the first run starts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -27,8 +28,9 @@ class _ParserReady(Exception):
         self.parser = parser
 
 
+@functools.lru_cache(maxsize=1)
 def build_parser() -> Any:
-    """The full ``python -m copra_bench`` parser (Lightning subcommands), nothing instantiated."""
+    """The full ``python -m copra_bench`` parser (Lightning subcommands), nothing instantiated (built once)."""
     from copra_bench.cli import CopraCLI
 
     class _ParseOnlyCLI(CopraCLI):
@@ -51,14 +53,15 @@ def parse_run(parser: Any, subcommand: str, args: list[str]) -> dict[str, Any]:
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # The subcommand's own parser: half the time of going through the top-level one, same checks.
+        sub = parser._subcommands_action._name_parser_map[subcommand]
         try:
-            config = parser.parse_args([subcommand, *args])
+            config = sub.parse_args(args)
         except SystemExit:
             message = stderr.getvalue()
             message = message[message.find("error:"):] if "error:" in message else message
             raise SweepError(message.strip() or "the config parser rejected the arguments") from None
-        sub = parser._subcommands_action._name_parser_map[subcommand]
-        return json.loads(sub.dump(config[subcommand], format="json", skip_none=False))
+        return json.loads(sub.dump(config, format="json", skip_none=False, skip_validation=True))  # validated above
 
 
 def flat_keys(config: Any, prefix: str = "") -> set[str]:
