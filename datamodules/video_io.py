@@ -242,12 +242,16 @@ def read_frames_seeking(path: str | Path, indices: np.ndarray | list[int], *, si
         base = stream.start_time or 0
         if rate is None or stream.time_base is None:
             return read_frames(path, indices, size=size)
+        if stream.codec_context.width * stream.codec_context.height >= THREADED_DECODE_MIN_PIXELS:
+            stream.thread_type = "AUTO"
         frames_per_tick = float(stream.time_base * rate)
         position = -1  # index of the last frame decoded by the current sequential run
         decoder = None
+        gop = 0  # largest distance seen from a seek's landing keyframe to its target: a seek cannot save more
         for target in wanted:
-            # Keep decoding forward when the target is near (cheaper than a seek into the same GOP).
-            if decoder is None or target - position > 2 * float(rate):
+            # Keep decoding forward when the target is near (a seek would land on a keyframe before us anyway).
+            seek = decoder is None or target - position > max(2 * float(rate), gop)
+            if seek:
                 container.seek(int(base + target / frames_per_tick), stream=stream, backward=True, any_frame=False)
                 decoder = container.decode(stream)
                 position = -1
@@ -256,6 +260,8 @@ def read_frames_seeking(path: str | Path, indices: np.ndarray | list[int], *, si
                     if frame.pts is None:
                         return read_frames(path, indices, size=size)
                     position = int(round((frame.pts - base) * frames_per_tick))
+                    if seek:
+                        gop, seek = max(gop, target - position), False
                     if position == target:
                         kept[target] = _frame_to_array(frame, size)
                         break

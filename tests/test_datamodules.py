@@ -330,3 +330,24 @@ def test_batches_of_mixed_resolutions_stay_lists():
     assert isinstance(batch["frames"], list) and batch["label"].tolist() == [0, 1]
     same = VADDataModule.collate([{"frames": torch.zeros(2, 4, 6, 3), "label": 0}] * 3)
     assert same["frames"].shape == (3, 2, 4, 6, 3)
+
+
+@pytest.mark.parametrize("suffix, gop", [(".mp4", 10), (".avi", 25), (".mp4", 250)])
+def test_seek_read_gives_the_frames_of_a_sequential_read(tmp_path, suffix, gop):
+    import av
+
+    from copra_bench.datamodules.video_io import read_frames_seeking
+
+    path = tmp_path / f"v{suffix}"
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264rgb", rate=8, options={"crf": "0", "g": str(gop)})
+        stream.width = stream.height = 32
+        stream.pix_fmt = "rgb24"
+        for _ in range(150):
+            frame = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    indices = np.array([0, 37, 90, 149, 5, 64, 64, 120, 21])
+    np.testing.assert_array_equal(read_frames_seeking(path, indices), read_frames(path, indices))
+    np.testing.assert_array_equal(read_frames_seeking(path, indices, size=16), read_frames(path, indices, size=16))
