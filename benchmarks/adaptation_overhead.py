@@ -39,7 +39,7 @@ from copra_bench.vlm.backbone import VLMBackbone
 _LM_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
-def qwen2_vl_7b_config(vocab_size: int = 152064):
+def qwen2_vl_7b_config(vocab_size: int = 152064, lm_layers: int = 28, vision_depth: int = 32):
     """Qwen2-VL-7B-Instruct dimensions (config.json of the release) with the tiny tokenizer's special ids."""
     from transformers import Qwen2VLConfig
 
@@ -52,12 +52,12 @@ def qwen2_vl_7b_config(vocab_size: int = 152064):
     ids = _token_ids(build_byte_tokenizer())
     return Qwen2VLConfig(
         text_config=dict(
-            vocab_size=vocab_size, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+            vocab_size=vocab_size, hidden_size=3584, intermediate_size=18944, num_hidden_layers=lm_layers,
             num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768, rms_norm_eps=1e-6,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
         ),
-        vision_config=dict(depth=32, embed_dim=1280, hidden_size=3584, mlp_ratio=4, num_heads=16, patch_size=14,
+        vision_config=dict(depth=vision_depth, embed_dim=1280, hidden_size=3584, mlp_ratio=4, num_heads=16, patch_size=14,
                            spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
         **_qwen_token_config(ids),
     )
@@ -78,7 +78,8 @@ def build_backbone(args) -> VLMBackbone:
     torch.set_default_dtype(dtype)
     try:
         with torch.device(args.device):  # random init directly on the device: seconds, not minutes on CPU
-            model = Qwen2VLForConditionalGeneration(qwen2_vl_7b_config())
+            model = Qwen2VLForConditionalGeneration(
+                qwen2_vl_7b_config(lm_layers=args.lm_layers, vision_depth=args.vision_depth))
     finally:
         torch.set_default_dtype(previous)
     model.eval()
@@ -132,6 +133,8 @@ def main(argv=None) -> dict:
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--skip", nargs="*", default=(), help="variants to skip: naive unfused peft generate")
+    p.add_argument("--lm-layers", type=int, default=28, help="--size 7b: LM depth (28; fewer for a smoke run)")
+    p.add_argument("--vision-depth", type=int, default=32, help="--size 7b: ViT depth (32; fewer for a smoke run)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
