@@ -21,7 +21,7 @@ CONDITIONING_UNITS = ("window", "chunk", "video")
 
 def chunk_length(fps: float, chunk_seconds: float) -> int:
     """Frames per chunk: ``round(chunk_seconds * fps)`` (at least 1). Chunk ``j`` is ``[j*C, (j+1)*C)``."""
-    return max(1, int(round(chunk_seconds * fps)))
+    return max(1, round(chunk_seconds * fps))
 
 
 def clip_indices(num_frames: int, *, k: int, regime: TrainRegime, fps: float, seconds: float,

@@ -259,7 +259,7 @@ def read_frames_seeking(path: str | Path, indices: np.ndarray | list[int], *, si
                 for frame in decoder:
                     if frame.pts is None:
                         return read_frames(path, indices, size=size)
-                    position = int(round((frame.pts - base) * frames_per_tick))
+                    position = round((frame.pts - base) * frames_per_tick)
                     if seek:
                         gop, seek = max(gop, target - position), False
                     if position == target:

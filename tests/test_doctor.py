@@ -116,7 +116,7 @@ def test_deep_check_finds_a_truncated_video(small_world, tmp_path):
     dm.prepare_data()
     root = tmp_path / "ucf"
     shutil.copytree(dm.root, root)
-    victim = sorted((root / "Testing_Normal_Videos_Anomaly").glob("*.mp4"))[0]
+    victim = min((root / "Testing_Normal_Videos_Anomaly").glob("*.mp4"))
     data = victim.read_bytes()
     victim.write_bytes(data[: int(len(data) * 0.6)])
     from copra_bench.datamodules import UCFCrimeDataModule

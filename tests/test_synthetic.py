@@ -249,8 +249,8 @@ def test_main_synth_rejects_unknown_layout_or_domain(tmp_path, capsys, args, mes
 @pytest.mark.parametrize("layout, frames, expect", [
     ("xd_violence", False, ["annotations.txt", "test", "train"]),
     ("shanghaitech", False, ["SH_Test.txt", "SH_Train.txt", "testing", "training"]),
-    ("ucf_crime", True, ["Anomaly-Videos-Part-1", "Anomaly_Detection_splits", "Temporal_Anomaly_Annotation_for_"
-                         "Testing_Videos.txt", "Testing_Normal_Videos_Anomaly", "Training_Normal_Videos_Anomaly"]),
+    ("ucf_crime", True, ["Anomaly-Videos-Part-1", "Anomaly_Detection_splits", ANNOTATION,
+                         "Testing_Normal_Videos_Anomaly", "Training_Normal_Videos_Anomaly"]),
 ])
 def test_main_synth_writes_every_layout(tmp_path, capsys, layout, frames, expect):
     out = tmp_path / layout

@@ -24,7 +24,7 @@ def _independent_count(path, lengths, inclusive):
     annotated = {}
     for line in path.read_text().splitlines():
         fields = line.split()
-        name = fields[0][:-4] if fields[0].endswith(".mp4") else fields[0]
+        name = fields[0].removesuffix(".mp4")
         annotated[name] = list(map(int, fields[1:]))
     total = anomalous = 0
     for name, n in lengths.items():
@@ -53,7 +53,7 @@ def test_full_size_test_gt_totals(xd, inclusive):
 
 
 def test_stem_matching_recovers_the_14_names_with_mp4(xd):
-    root, lengths = xd
+    root, _ = xd
     raw = [line.split()[0] for line in (root / "annotations.txt").read_text().splitlines()]
     with_suffix = [n[:-4] for n in raw if n.endswith(".mp4")]
     assert len(with_suffix) == 14 and all(n in parse_annotations(root / "annotations.txt") for n in with_suffix)
