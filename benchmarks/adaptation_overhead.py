@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--alpha", type=float, default=16.0)
-    p.add_argument("--d-seg", type=int, default=256)
+    p.add_argument("--d-seg", type=int, default=512)
     p.add_argument("--gen-width", type=int, default=512)
     p.add_argument("--gen-depth", type=int, default=None, help="default: half the LM depth")
     p.add_argument("--gen-heads", type=int, default=8)
@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
     backbone = build_backbone(args)
     model, device = backbone.model, args.device
     mapping = mapping_for(backbone)
-    layout = mapping.layout(backbone, rank=args.rank, d_seg=min(args.d_seg, 1 << 30))
+    layout = mapping.layout(backbone, rank=args.rank, d_seg=args.d_seg)
     g = torch.Generator().manual_seed(0)
     h, w = args.frame_size
     videos = torch.randint(0, 256, (args.batch, args.frames, h, w, 3), dtype=torch.uint8, generator=g)

@@ -162,7 +162,7 @@ class ParameterGenerator(nn.Module):
         alpha: float = 16.0,
         targets: Sequence[str] | str = "all",
         layers: Sequence[int] | str = "all",
-        d_seg: int = 256,
+        d_seg: int = 512,
         depth: int | None = None,
         width: int = 512,
         heads: int = 8,

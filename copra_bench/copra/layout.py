@@ -50,7 +50,7 @@ class LoRALayout:
     targets: tuple[str, ...]
     shapes: Mapping[str, tuple[int, int]]
     rank: int
-    d_seg: int = 256
+    d_seg: int = 512
     groups: tuple[tuple[str, ...], ...] = field(default=())
 
     def __post_init__(self) -> None:

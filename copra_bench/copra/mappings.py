@@ -146,7 +146,7 @@ class BackboneMapping:
         rank: int = 8,
         targets: Sequence[str] | str = ALL_TARGETS,
         layers: Sequence[int] | str = "all",
-        d_seg: int = 256,
+        d_seg: int = 512,
     ) -> LoRALayout:
         """The :class:`LoRALayout` of this backbone for the given rank, targets (names or ``"all"``) and layers
         (``"all"`` or indices; negative indices count from the top)."""
