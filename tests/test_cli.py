@@ -87,11 +87,11 @@ def test_fit_then_test_end_to_end_with_mlflow(tmp_path, monkeypatch, synth_cache
         videos = load_scores(run_dir / "scores" / f"{name}.npz")
         scores = np.concatenate([v.frame_scores for v in videos])
         gt = np.concatenate([v.gt for v in videos])
-        assert abs(results[name]["auc"] - roc_auc_score(gt, scores)) < 1e-6
-        assert abs(results[name]["ap"] - average_precision_score(gt, scores)) < 1e-6
-        assert abs(metrics[f"test/{name}/auc"] - results[name]["auc"]) < 1e-6
+        assert abs(results[name]["step1"]["auc"] - roc_auc_score(gt, scores)) < 1e-6
+        assert abs(results[name]["step1"]["ap"] - average_precision_score(gt, scores)) < 1e-6
+        assert abs(metrics[f"test/{name}/step1/auc"] - results[name]["step1"]["auc"]) < 1e-6
         assert all(v.features is not None and v.features.shape[0] == v.window_scores.shape[0] for v in videos)
-    assert (run_dir / "metrics.jsonl").read_text().count("test/synth_ucf_A/auc") == 1
+    assert (run_dir / "metrics.jsonl").read_text().count('"test/synth_ucf_A/step1/auc"') == 1
 
 
 @pytest.mark.slow
@@ -169,7 +169,7 @@ def test_local_checkpoint_directory_gives_the_same_results(tmp_path, monkeypatch
         newest = max(Path("outputs").glob("*/*/metrics.json"), key=lambda p: p.stat().st_mtime)
         results.append(json.loads(newest.read_text())["test"])
     for name in ("synth_ucf_A", "synth_ucf_B"):
-        assert abs(results[0][name]["auc"] - results[1][name]["auc"]) < 1e-6
+        assert abs(results[0][name]["step1"]["auc"] - results[1][name]["step1"]["auc"]) < 1e-6
 
 
 def test_omegaconf_interpolation_in_component_files(capsys, monkeypatch):

@@ -138,8 +138,13 @@ def test_all_normal_test_set_reports_undefined_with_reasons():
     assert "auc" not in step1.logged() and 0.0 <= step1.logged()["far"] <= 1.0
 
 
-@pytest.mark.parametrize("variant", ["step", "trapz"])
-def test_bootstrap_intervals_equal_a_naive_resampling_loop(variant):
+@pytest.mark.parametrize(("variant", "block", "exact32"), [("step", 2048, 2 ** 24), ("trapz", 2048, 2 ** 24),
+                                                         ("trapz", 3, 1)])
+def test_bootstrap_intervals_equal_a_naive_resampling_loop(variant, block, exact32, monkeypatch):
+    from copra_bench.evaluation import bootstrap
+
+    monkeypatch.setattr(bootstrap, "GROUP_BLOCK", block)  # many blocks of positive groups
+    monkeypatch.setattr(bootstrap, "FLOAT32_EXACT", exact32)  # the float64 path
     videos = _random_videos(6, n_videos=10, decimals=1)
     lengths = [v.gt.size for v in videos]
     frames = SortedFrames.build(np.concatenate([v.frame_scores for v in videos]),

@@ -58,7 +58,9 @@ class SortedFrames:
 
     def of_videos(self, videos: np.ndarray) -> SortedFrames:
         """The frames of the given video indices."""
-        return self.subset(np.isin(self.video, videos))
+        keep = np.zeros(int(self.video.max(initial=0)) + 1, dtype=bool)
+        keep[np.asarray(videos, dtype=np.int64)] = True
+        return self.subset(keep[self.video])
 
 
 def _group_ends(sorted_scores: np.ndarray) -> np.ndarray:
@@ -73,10 +75,12 @@ def group_counts(frames: SortedFrames, weights: np.ndarray | None = None) -> tup
 
     ``weights`` (one per sorted frame) count a frame several times (bootstrap replicates); shape ``[..., n]``.
     """
-    positives = frames.labels if weights is None else weights * frames.labels
-    everything = np.ones_like(frames.labels) if weights is None else weights
-    tp = np.cumsum(positives, axis=-1)[..., frames.group_end]
-    fp = np.cumsum(everything, axis=-1)[..., frames.group_end] - tp
+    if weights is None:
+        ends = np.flatnonzero(frames.group_end)
+        tp = np.cumsum(frames.labels)[ends]
+        return tp, ends + 1 - tp
+    tp = np.cumsum(weights * frames.labels, axis=-1)[..., frames.group_end]
+    fp = np.cumsum(weights, axis=-1)[..., frames.group_end] - tp
     return tp, fp
 
 

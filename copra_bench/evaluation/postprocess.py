@@ -120,19 +120,21 @@ def _normalised(features: np.ndarray, video: str) -> np.ndarray:
     return features / norms
 
 
-def _select_top(similarity: np.ndarray, top_n: int) -> np.ndarray:
-    """Column indices of the ``top_n`` largest entries per row; ties at the cut go to the higher index (as a stable
-    ascending argsort's last ``top_n``), so the choice never depends on the selection algorithm."""
+def _top_mask(similarity: np.ndarray, top_n: int) -> np.ndarray:
+    """Boolean mask of the ``top_n`` largest entries per row; ties at the cut go to the higher index (as a stable
+    ascending argsort's last ``top_n``, the choice of VERA's ``argsort(...)[:, -top_n:]`` on distinct values), so
+    the choice never depends on the selection algorithm. Partitions values, not indices (4x faster on big rows)."""
     n = similarity.shape[1]
     if top_n >= n:
-        return np.broadcast_to(np.arange(n), similarity.shape)
-    chosen = np.argpartition(similarity, n - top_n, axis=1)[:, n - top_n:]
-    cut = np.take_along_axis(similarity, chosen, axis=1).min(axis=1, keepdims=True)
-    ambiguous = np.flatnonzero((similarity >= cut).sum(axis=1) > top_n)
+        return np.ones(similarity.shape, dtype=bool)
+    cut = np.partition(similarity, n - top_n, axis=1)[:, n - top_n:n - top_n + 1]
+    mask = similarity >= cut
+    ambiguous = np.flatnonzero(mask.sum(axis=1) > top_n)
     if ambiguous.size:
-        chosen = chosen.copy()
-        chosen[ambiguous] = np.argsort(similarity[ambiguous], axis=1, kind="stable")[:, n - top_n:]
-    return chosen
+        chosen = np.argsort(similarity[ambiguous], axis=1, kind="stable")[:, n - top_n:]
+        mask[ambiguous] = False
+        mask[ambiguous[:, None], chosen] = True
+    return mask
 
 
 def retrieval_refine(scores: np.ndarray, features: np.ndarray, params: PostprocessParams, *,
@@ -142,15 +144,19 @@ def retrieval_refine(scores: np.ndarray, features: np.ndarray, params: Postproce
     if features.shape[0] != scores.shape[0]:
         raise EvaluationError(f"{video}: {features.shape[0]} window features for {scores.shape[0]} window scores")
     unit = _normalised(features, video).astype(params.similarity_dtype)
-    top_n = top_n_of(scores.shape[0], params)
+    n = scores.shape[0]
+    top_n = top_n_of(n, params)
     refined = np.empty_like(scores)
-    for start in range(0, scores.shape[0], ROW_BLOCK):
+    for start in range(0, n, ROW_BLOCK):
         similarity = unit[start:start + ROW_BLOCK] @ unit.T
-        chosen = _select_top(similarity, top_n)
-        logits = params.temperature * np.take_along_axis(similarity, chosen, axis=1).astype(np.float64)
+        rows = similarity.shape[0]
+        mask = _top_mask(similarity, top_n)
+        # every row holds exactly top_n selected entries, so the selection reshapes to [rows, top_n] in row order
+        flat = np.flatnonzero(mask)
+        logits = params.temperature * similarity.ravel()[flat].reshape(rows, top_n).astype(np.float64)
+        voters = scores[flat % n].reshape(rows, top_n)
         weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-        weights /= weights.sum(axis=1, keepdims=True)
-        refined[start:start + ROW_BLOCK] = (weights * scores[chosen]).sum(axis=1)
+        refined[start:start + rows] = (weights * voters).sum(axis=1) / weights.sum(axis=1)
     return refined
 
 
