@@ -151,7 +151,11 @@ class XDViolenceDataModule(ReleaseDataModule):
             listing.annotations_without_video = sorted(n for n in self._annotation if n not in index)
             names = sorted(set(names) | set(self._annotation))  # annotated but absent: reported as missing
         for stem in names:
-            codes = label_codes(stem)
+            try:
+                codes = label_codes(stem)
+            except DataError as err:  # listed (with every other problem) rather than stopping at the first
+                listing.label_mismatches.append(str(err))
+                continue
             label = int(codes != ("A",))
             path = index.get(stem, folder / (stem if self.source == "frames" else f"{stem}.mp4"))
             listing.records.append(VideoRecord(name=stem, path=path, label=label, classes=codes))

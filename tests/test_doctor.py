@@ -142,3 +142,20 @@ def test_shanghaitech_without_masks_cannot_run(small_world, tmp_path):
     assert "label mismatches" in problems
     with pytest.raises(Exception, match=masks[0].stem):
         ShanghaiTechDataModule(root=str(root), fps=8.0).setup()
+
+
+def test_xd_empty_split_and_a_name_without_label_code(synth_cache, tmp_path):
+    from copra_bench.datamodules import XDViolenceDataModule
+    from copra_bench.datamodules.doctor import inspect_split
+    from copra_bench.errors import DataError
+
+    root, _ = _copy("xd_violence", synth_cache, tmp_path)
+    shutil.copy(next((root / "train").glob("*.mp4")), root / "train" / "holiday_clip.mp4")
+    for video in (root / "test").glob("*.mp4"):
+        video.unlink()
+    (root / "annotations.txt").write_text("")
+    dm = XDViolenceDataModule(root=str(root), expected_counts={"train": 7, "test": 0})
+    with pytest.raises(DataError, match="xd_violence test split is empty"):
+        dm.load_split("test")
+    report = inspect_split(dm, "train")
+    assert not report.ok and any("holiday_clip" in m and "_label_" in m for m in report.label_mismatches)
