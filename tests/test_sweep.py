@@ -257,17 +257,18 @@ def test_small_sweep_interrupted_resumed_and_reported(tmp_path, monkeypatch, syn
                           "window_seconds": 2.0, "frames_per_window": 4, "batch_size": 8, "val_fraction": 0.34}}
     (tmp_path / "data.yaml").write_text(yaml.safe_dump(data))
     path = _spec(tmp_path, {"seed_everything": [0, 1, 2]}, set={"data": str(tmp_path / "data.yaml"),
-                 "trainer.logger.init_args.experiment_name": "e2e"})
+                 "model.init_args.bootstrap_samples": 20, "trainer.logger.init_args.experiment_name": "e2e"})
     db = tmp_path / "mlflow.db"
 
     sweep = subprocess.Popen([sys.executable, "-m", "copra_bench", "sweep", "--config", str(path)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     deadline = time.time() + 300
     while time.time() < deadline and sweep.poll() is None:
-        if db.exists() and any(s == "FINISHED" for _, s, _ in _runs_safe(db)):
+        if db.exists() and len(_runs_safe(db)) == 2:  # the first run is recorded, the second has started
             break
         time.sleep(0.5)
     assert sweep.poll() is None, sweep.communicate()[0]
+    time.sleep(2)  # let the second run's process get going
     sweep.send_signal(signal.SIGTERM)
     output = sweep.communicate(timeout=60)[0]
     assert sweep.returncode == 130, output

@@ -176,7 +176,7 @@ def _execute(spec: SweepSpec, pending: list[tuple[PlannedRun, SweepStore]], max_
                 item.process.wait()
             item.store.finish(item.run_id, "KILLED", error="sweep interrupted; rerun the sweep to run it again")
             result.killed.append(item.run.index)
-            echo(f"  [{item.run.index}] killed   {item.run.label}  (run {item.run_id})")
+            echo(f"  [{item.run.index}] stopped  {item.run.label}  (run {item.run_id})")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

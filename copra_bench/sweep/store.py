@@ -115,9 +115,14 @@ class SweepStore:
         return run.info.run_id
 
     def finish(self, run_id: str, status: str, *, error: str | None = None) -> None:
-        """Set the run's final status (unless its own process already did) and record ``error`` as a tag."""
+        """Set the run's final status (unless its own process already did) and record ``error`` as a tag.
+
+        A KILLED run whose process had already marked it FINISHED (interrupted while exiting) stays FINISHED.
+        """
+        current = retry(self.client.get_run, run_id).info.status
+        if status == "KILLED" and current == "FINISHED":
+            return
         if error:
             retry(self.client.set_tag, run_id, TAG_ERROR, error[-MLFLOW_TAG_LIMIT:])
-        current = retry(self.client.get_run, run_id).info.status
         if current == "RUNNING" or (status != "FINISHED" and current != status):
             retry(self.client.set_terminated, run_id, status)
