@@ -57,8 +57,8 @@ def qwen2_vl_7b_config(vocab_size: int = 152064, lm_layers: int = 28, vision_dep
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
         ),
-        vision_config=dict(depth=vision_depth, embed_dim=1280, hidden_size=3584, mlp_ratio=4, num_heads=16, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+        vision_config=dict(depth=vision_depth, embed_dim=1280, hidden_size=3584, mlp_ratio=4, num_heads=16,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
         **_qwen_token_config(ids),
     )
 

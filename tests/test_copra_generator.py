@@ -159,3 +159,27 @@ def test_deltas_select_cat_and_nonfinite():
     assert deltas.nonfinite_inputs() == [1, 2]
     with pytest.raises(LayoutError):
         LoRADeltas.cat([deltas, LoRADeltas.random(lay, 1, scale=1.0)])
+
+
+def test_videos_with_different_token_counts_get_the_same_update_as_alone():
+    """Real conditioning tokens: Qwen2-VL gives a 56x56 clip fewer vision tokens than a 112x56 one."""
+    from copra_bench.copra.mappings import mapping_for
+    from copra_bench.vlm.backbone import VLMBackbone
+
+    size = {"shortest_edge": 784, "longest_edge": 112 * 56}
+    backbone = VLMBackbone.load("tiny-qwen2-vl", video_kwargs={"size": size})
+    mapping = mapping_for(backbone)
+    g = torch.Generator().manual_seed(3)
+    small = torch.randint(0, 256, (4, 56, 56, 3), dtype=torch.uint8, generator=g)
+    large = torch.randint(0, 256, (4, 112, 56, 3), dtype=torch.uint8, generator=g)
+    tokens = mapping.conditioning_tokens(backbone, [small, large])
+    assert tokens[0].shape[0] < tokens[1].shape[0]
+    torch.manual_seed(0)
+    gen = ParameterGenerator.for_backbone(backbone, rank=2, d_seg=32, width=16, heads=2)
+    _randomise_b_head(gen)
+    with torch.no_grad():
+        both = gen(tokens)
+        for i, clip in enumerate((small, large)):
+            alone = gen(mapping.conditioning_tokens(backbone, [clip]))
+            for t in alone.targets:
+                torch.testing.assert_close(both.B[t][i], alone.B[t][0], atol=1e-6, rtol=1e-5)

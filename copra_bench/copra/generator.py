@@ -48,7 +48,8 @@ def pad_vision_tokens(tokens: Sequence[torch.Tensor]) -> tuple[torch.Tensor, tor
         raise GeneratorError("no vision tokens: the batch is empty")
     dims = {int(t.shape[-1]) for t in tokens}
     if len(dims) != 1 or any(t.dim() != 2 or t.shape[0] == 0 for t in tokens):
-        raise GeneratorError(f"vision tokens must be non-empty [T_i, D] with one D; got {[tuple(t.shape) for t in tokens]}")
+        shapes = [tuple(t.shape) for t in tokens]
+        raise GeneratorError(f"vision tokens must be non-empty [T_i, D] with one D; got {shapes}")
     lengths = torch.tensor([int(t.shape[0]) for t in tokens], device=tokens[0].device)
     padded = nn.utils.rnn.pad_sequence(list(tokens), batch_first=True)
     mask = torch.arange(padded.shape[1], device=padded.device)[None, :] < lengths[:, None]

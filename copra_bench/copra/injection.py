@@ -126,7 +126,7 @@ class LoRAInjector:
             self.model._copra_lora_active = False
 
     # ------------------------------------------------------------------ hooks
-    def _wrap(self, base_forward, cache: "_Operands", j: int, target: str, repeats: int):
+    def _wrap(self, base_forward, cache: _Operands, j: int, target: str, repeats: int):
         """``forward`` of one target Linear in layout layer ``j``: the frozen output plus this row's update.
         Operands are prepared on first use so that they take the dtype and device of the activations."""
         lay = self.layout

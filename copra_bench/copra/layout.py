@@ -170,7 +170,7 @@ class LoRADeltas:
         return self._map(lambda x: x[index])
 
     @classmethod
-    def cat(cls, parts: "list[LoRADeltas]") -> "LoRADeltas":
+    def cat(cls, parts: list[LoRADeltas]) -> LoRADeltas:
         """Several batches of deltas (same layout and scale) as one batch, in order."""
         if not parts or len({(p.scale, p.layers, p.targets) for p in parts}) != 1:
             raise LayoutError("LoRADeltas.cat needs at least one part, all with the same scale, layers and targets")
