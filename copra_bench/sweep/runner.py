@@ -57,9 +57,25 @@ def _store_key(run: PlannedRun) -> tuple[str, str, str | None]:
     return init["tracking_uri"], init.get("experiment_name") or "copra_bench", init.get("artifact_location")
 
 
+def _method_name(run: PlannedRun) -> str | None:
+    """``method_name`` of the run's model class (already imported by the parser; nothing is instantiated)."""
+    import importlib
+
+    class_path = (run.resolved.get("model") or {}).get("class_path") or ""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(getattr(importlib.import_module(module), name), "method_name", None)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
 def _tags(spec: SweepSpec, run: PlannedRun) -> dict[str, str]:
-    return {TAG_SWEEP: spec.sweep_id, TAG_HASH: run.config_hash, TAG_INDEX: str(run.index),
+    # The run's own process tags the runs it creates with method/dataset; a run created here gets the method now
+    # (the report falls back to the data.name param for the dataset).
+    tags = {TAG_SWEEP: spec.sweep_id, TAG_HASH: run.config_hash, TAG_INDEX: str(run.index),
             TAG_AXES: json.dumps({k: display_value(v) for k, v in run.axes.items()}), "subcommand": spec.subcommand}
+    method = _method_name(run)
+    return {**tags, "method": method} if method else tags
 
 
 def command_of(spec: SweepSpec, run: PlannedRun, *, run_id: str | None = None) -> list[str]:
