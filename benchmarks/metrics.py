@@ -23,12 +23,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from copra_bench.datamodules.records import intervals_to_gt
 from copra_bench.datamodules.ucf_crime import parse_split, parse_temporal_annotation
+
 from copra_bench.evaluation.assembly import VideoScores
 from copra_bench.evaluation.postprocess import resolve_preset, three_steps
-from copra_bench.evaluation.protocol import EvaluationSettings, evaluate_test_set, step_metrics
+from copra_bench.evaluation.protocol import (
+    EvaluationSettings,
+    evaluate_test_set,
+    step_metrics,
+)
 from copra_bench.windows import num_windows, window_to_frame_scores
 
 REAL = Path(os.environ.get("COPRA_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "real"
@@ -88,13 +92,16 @@ def main() -> None:
         lambda: step_metrics(distinct, videos, ap_primary="step", settings=no_ci), 1)
     _, params = resolve_preset("vera_code", "ucf_crime")
     for dim in args.dims:
-        videos = ucf_test_videos(dim=dim)
-        figures[f"D={dim}: Steps 2-3 post-processing only"] = best_of(
-            lambda: [three_steps(v.window_scores, v.features, v.frame_scores.size, 16, params) for v in videos], 1)
+        with_features = ucf_test_videos(dim=dim)
+
+        def post(vs=with_features):
+            return [three_steps(v.window_scores, v.features, v.frame_scores.size, 16, params) for v in vs]
+
+        figures[f"D={dim}: Steps 2-3 post-processing only"] = best_of(post, 1)
         figures[f"D={dim}: whole pipeline (3 steps, all metrics), no bootstrap"] = best_of(
-            lambda: evaluate_test_set("ucf_crime", videos, 16, no_ci), 1)
+            lambda vs=with_features: evaluate_test_set("ucf_crime", vs, 16, no_ci), 1)
         figures[f"D={dim}: whole pipeline with bootstrap {args.bootstrap}"] = best_of(
-            lambda: evaluate_test_set("ucf_crime", videos, 16, with_ci), 1)
+            lambda vs=with_features: evaluate_test_set("ucf_crime", vs, 16, with_ci), 1)
     width = max(len(k) for k in figures)
     for key, seconds in figures.items():
         print(f"{key:<{width}}  {seconds:7.2f} s")

@@ -10,10 +10,10 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from copra_bench.datamodules import SyntheticUCFCrimeDataModule
 
 from copra_bench.bench_module import BenchModule
 from copra_bench.cli import main
-from copra_bench.datamodules import SyntheticUCFCrimeDataModule
 from copra_bench.evaluation.assembly import save_scores
 from copra_bench.tracking import MLFlowLogger, RunArtifacts
 from copra_bench.vlm import ScoreOutput
@@ -44,7 +44,8 @@ def finished_run(tmp_path_factory, synth_cache):
     trainer = L.Trainer(accelerator="cpu", logger=logger, callbacks=[RunArtifacts()], enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.test(model, datamodule=dm, verbose=False)
-    return {"uri": uri, "db": tmp / "mlflow.db", "run_id": logger.run_id, "run_dir": logger.run_dir, "tmp": tmp}
+    return {"uri": uri, "db": tmp / "mlflow.db", "run_id": logger.run_id, "run_dir": logger.run_dir, "tmp": tmp,
+            "datamodule": dm}
 
 
 def _latest(db, run_id):
@@ -67,6 +68,9 @@ def test_run_logs_every_step_and_protocol(finished_run):
     assert params["protocol.postprocess"] == "vera_code" and params["protocol.ap_primary"] == "step"
     assert params["protocol.metric_aggregation"] == "micro" and params["protocol.bootstrap_samples"] == "50"
     assert params["protocol.postprocess.synthetic.fraction"] == "0.15"
+    data_protocol = getattr(finished_run["datamodule"], "protocol_settings", None)  # the DataModule's choices too
+    if data_protocol is not None:
+        assert {f"protocol.{k}": str(v) for k, v in data_protocol().items()}.items() <= params.items()
     saved = json.loads((finished_run["run_dir"] / "metrics.json").read_text())
     assert abs(saved["test"]["synth_ucf_A"]["step3"]["auc"] - metrics["test/synth_ucf_A/step3/auc"]) < 1e-6
     assert (finished_run["run_dir"] / "plots" / "synth_ucf_A" / "curves.png").stat().st_size > 1000

@@ -103,7 +103,8 @@ def _log_to_mlflow(client: Any, run: Any, results: list[tuple[TestSetEvaluation,
     target = run.info.run_id
     if not same:
         tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
-        tags.update({"evaluated_from": run.info.run_id, "mlflow.runName": f"{run.info.run_name}+{settings.postprocess}"})
+        tags.update({"evaluated_from": run.info.run_id,
+                     "mlflow.runName": f"{run.info.run_name}+{settings.postprocess}"})
         new = client.create_run(run.info.experiment_id, tags=tags)
         target = new.info.run_id
         keep = [Param(k, v) for k, v in params.items() if not k.startswith("protocol.")]

@@ -254,5 +254,6 @@ def protocol_params(evaluations: list[TestSetEvaluation], settings: EvaluationSe
     params["ap_primary"] = (next(iter(primaries.values())) if len(set(primaries.values())) == 1
                             else ",".join(f"{k}={v}" for k, v in sorted(primaries.items())))
     for e in evaluations:
-        params.update({f"postprocess.{e.family}.{k}": ("none" if v is None else v) for k, v in e.params.as_dict().items()})
+        params.update({f"postprocess.{e.family}.{k}": "none" if v is None else v
+                       for k, v in e.params.as_dict().items()})
     return params
