@@ -8,12 +8,23 @@
 * :mod:`~copra_bench.copra.lightning_model` — the benchmark method trained with GRPO (:class:`COPRA`).
 """
 
-from .generator import ParameterGenerator
-from .injection import LoRAInjector
-from .layout import LoRADeltas, LoRALayout
-from .lightning_model import COPRA
-from .mappings import BackboneMapping, mapping_for, register_mapping
+from typing import Any
+
+from .generator import GeneratorError, ParameterGenerator
+from .injection import InjectionError, LoRAInjector, merged_weights
+from .layout import LayoutError, LoRADeltas, LoRALayout
+from .mappings import BackboneMapping, MappingError, mapping_for, register_mapping
 from .torch_model import COPRAModel
 
-__all__ = ["BackboneMapping", "COPRA", "COPRAModel", "LoRADeltas", "LoRAInjector", "LoRALayout",
-           "ParameterGenerator", "mapping_for", "register_mapping"]
+__all__ = ["BackboneMapping", "COPRA", "COPRAModel", "GeneratorError", "InjectionError", "LayoutError", "LoRADeltas",
+           "LoRAInjector", "LoRALayout", "MappingError", "ParameterGenerator", "mapping_for", "merged_weights",
+           "register_mapping"]
+
+
+def __getattr__(name: str) -> Any:
+    # The LightningModule is imported on first use: the plain modules above do not need Lightning.
+    if name == "COPRA":
+        from .lightning_model import COPRA
+
+        return COPRA
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

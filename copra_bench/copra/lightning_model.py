@@ -16,7 +16,8 @@ from typing import Any, Literal
 import torch
 
 from copra_bench.bench_module import BenchModule
-from copra_bench.copra.torch_model import COPRAModel, concat_deltas
+from copra_bench.copra.layout import LoRADeltas
+from copra_bench.copra.torch_model import COPRAModel
 from copra_bench.errors import CopraError
 from copra_bench.rl import GRPOConfig, GRPOEngine, TrainingError, VLMPolicy
 from copra_bench.vlm import ScoreOutput
@@ -63,6 +64,8 @@ class COPRA(BenchModule):
         warmup_steps: Linear warm-up steps before the decay.
         condition_cache_size: Generated LoRAs kept at test time for chunk/video granularity (per unit, LRU).
         generator_checkpointing: Recompute generator blocks in backward (saves memory on 7B-sized layouts).
+        epochs: Passes over the training videos, COPRA's Trainer default ``max_epochs`` (the paper trains one;
+            ``trainer.max_epochs`` in a config overrides it).
         **kwargs: :class:`~copra_bench.bench_module.BenchModule` arguments (backbone, dtype, ...).
     """
 
@@ -71,14 +74,14 @@ class COPRA(BenchModule):
     def __init__(self, *, rank: int = 8, alpha: float = 16.0,
                  target_modules: Sequence[str] = ("q", "k", "v", "o", "gate", "up", "down"),
                  layers: Sequence[int] | None = None, generator_depth: int | None = None, generator_width: int = 512,
-                 generator_heads: int = 8, segment_size: int = 128, global_latent: bool = True,
+                 generator_heads: int = 8, segment_size: int = 512, global_latent: bool = True,
                  granularity: Granularity = "window", chunk_seconds: float = 120.0,
                  rollout_mode: Literal["format", "constrained"] = "format", num_generations: int = 8,
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, max_completion_length: int = 64,
                  beta: float = 0.1, epsilon: float = 0.2, loss_type: str = "grpo", num_iterations: int = 1,
                  rewards: Sequence[str] | None = None, lr: float = 1e-6, weight_decay: float = 0.0,
                  grad_clip: float = 1.0, warmup_steps: int = 0, condition_cache_size: int = 16,
-                 generator_checkpointing: bool = False, **kwargs: Any) -> None:
+                 generator_checkpointing: bool = False, epochs: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if granularity not in ("window", "chunk", "video"):
             raise CopraError(f"model.granularity must be 'window', 'chunk' or 'video', got {granularity!r}")
@@ -100,7 +103,7 @@ class COPRA(BenchModule):
     # ------------------------------------------------------------------------------------------------- settings
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        return {"max_epochs": 1}  # the paper trains one epoch
+        return {"max_epochs": self.hparams.epochs}
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -153,7 +156,7 @@ class COPRA(BenchModule):
                     self._cache.popitem(last=False)
         for key in keys:
             self._cache.move_to_end(key)
-        deltas = concat_deltas([self._cache[key] for key in keys])
+        deltas = LoRADeltas.cat([self._cache[key] for key in keys])
         return self.model.score(batch["frames"], deltas, return_features=self.keep_features)
 
     def _reset_cache(self) -> None:

@@ -22,13 +22,6 @@ from copra_bench.copra.mappings import mapping_for
 from copra_bench.vlm import ScoreOutput, VLMBackbone
 
 
-def concat_deltas(parts: Sequence[LoRADeltas]) -> LoRADeltas:
-    """Deltas of several batches (or single inputs from :meth:`LoRADeltas.select`) as one batch, in order."""
-    first = parts[0]
-    return LoRADeltas({t: torch.cat([p.A[t] for p in parts]) for t in first.A},
-                      {t: torch.cat([p.B[t] for p in parts]) for t in first.B}, first.scale, first.layers)
-
-
 class COPRAModel(nn.Module):
     """Generator of per-input LoRA updates for a frozen :class:`VLMBackbone`, and their injection.
 
@@ -47,7 +40,7 @@ class COPRAModel(nn.Module):
     def __init__(self, backbone: VLMBackbone, *, rank: int = 8, alpha: float = 16.0,
                  target_modules: Sequence[str] = ("q", "k", "v", "o", "gate", "up", "down"),
                  layers: Sequence[int] | None = None, depth: int | None = None, width: int = 512, heads: int = 8,
-                 segment_size: int = 128, global_latent: bool = True, checkpointing: bool = False) -> None:
+                 segment_size: int = 512, global_latent: bool = True, checkpointing: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.mapping = mapping_for(backbone)
