@@ -8,8 +8,8 @@ import json
 import lightning as L
 import numpy as np
 import pytest
-
 from copra_bench.datamodules import SyntheticUCFCrimeDataModule
+
 from copra_bench.evaluation.assembly import load_scores
 from copra_bench.tracking import RunArtifacts
 

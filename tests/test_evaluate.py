@@ -18,6 +18,8 @@ from copra_bench.evaluation.assembly import save_scores
 from copra_bench.tracking import MLFlowLogger, RunArtifacts
 from copra_bench.vlm import ScoreOutput
 
+pytestmark = pytest.mark.slow  # one real test pass + MLflow store for the module (~25 s on 2 cores)
+
 
 class MeanColour(BenchModule):
     """A cheap deterministic scorer with per-window features (mean and spread of each colour channel)."""

@@ -9,13 +9,29 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
-
 from copra_bench.datamodules.records import VideoRecord
+from sklearn.metrics import (
+    auc,
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+)
+
 from copra_bench.errors import EvaluationError
-from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector, concatenate, load_scores, save_scores
+from copra_bench.evaluation.assembly import (
+    VideoScores,
+    WindowScoreCollector,
+    concatenate,
+    load_scores,
+    save_scores,
+)
 from copra_bench.evaluation.bootstrap import bootstrap_intervals
-from copra_bench.evaluation.metrics import SortedFrames, curve_metrics, per_video_auc, video_auc
+from copra_bench.evaluation.metrics import (
+    SortedFrames,
+    curve_metrics,
+    per_video_auc,
+    video_auc,
+)
 from copra_bench.evaluation.protocol import EvaluationSettings, evaluate_test_set
 from copra_bench.windows import WindowSpec, window_to_frame_scores
 
