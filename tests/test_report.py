@@ -29,7 +29,7 @@ def store(tmp_path_factory) -> tuple[str, MlflowClient, Path]:
 
 
 def _experiment(store, name: str) -> str:
-    uri, client, folder = store
+    _, client, folder = store
     return client.create_experiment(name, artifact_location=str(folder / "artifacts" / name))
 
 
@@ -108,7 +108,7 @@ def test_seeds_are_averaged_other_params_are_not(store, tmp_path):
              metrics={"test/synth_ucf_A/step1/auc": auc, "test/synth_ucf_A/step1/auc_ci_low": auc - 0.1,
                       "test/synth_ucf_A/step1/auc_ci_high": auc + 0.1, "test/synth_ucf_A/step3/auc": auc + 0.2})
     _run(store, exp, seed=0, params={"model.init_args.rank": "4"}, metrics={"test/synth_ucf_A/step1/auc": 0.9})
-    markdown, page = _report(store, "seeds", tmp_path)
+    markdown, _ = _report(store, "seeds", tmp_path)
     mean, std = 100 * statistics.fmean(aucs), 100 * statistics.stdev(aucs)
     low, high = 100 * (statistics.fmean(aucs) - 0.1), 100 * (statistics.fmean(aucs) + 0.1)
     rank8 = next(line for line in markdown.splitlines() if "rank=8" in line and "| step1 |" in line)
@@ -126,7 +126,7 @@ def test_runs_with_different_protocols_are_never_averaged(store, tmp_path):
     _run(store, exp, seed=1, metrics={"test/ucf/step1/auc": 0.80},
          params={"protocol.gt_end_inclusive": "True"})
     _run(store, exp, seed=2, metrics={"test/ucf/auc": 0.70}, protocol=False)
-    markdown, page = _report(store, "protocols", tmp_path)
+    markdown, _ = _report(store, "protocols", tmp_path)
     assert "Why there are several protocol groups" in markdown
     assert re.search(r"\| protocol\.gt_end_inclusive \| .*False.*True", markdown) or \
         re.search(r"\| protocol\.gt_end_inclusive \| .*True.*False", markdown)

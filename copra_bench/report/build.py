@@ -177,6 +177,7 @@ def _runs_section(doc: Document, runs: list[RunRecord], *, images: bool) -> None
                      run.tags.get("sweep.axes", "-"), error[-1][:160] if error else ""])
     doc.blocks.append(Table(["run", "run id", "status", "method", "dataset", "sweep", "axes", "error"], rows))
     doc.h(1, "ROC curves and score timelines")
+    doc.p("The plots are embedded in leaderboard.html; missing artifacts are listed per run.")
     for run in runs:
         if run.status != "FINISHED":
             continue

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from copra_bench.sweep.resolve import resolve_runs
-from copra_bench.sweep.spec import PlannedRun, SweepSpec, cli_value, display_value
-from copra_bench.sweep.store import (TAG_AXES, TAG_HASH, TAG_INDEX, TAG_LOG, TAG_SWEEP, SweepStore, retry)
+from copra_bench.sweep.spec import PlannedRun, SweepError, SweepSpec, cli_value, display_value
+from copra_bench.sweep.store import TAG_AXES, TAG_HASH, TAG_INDEX, TAG_LOG, TAG_SWEEP, SweepStore, retry
 
 ERROR_TAIL_CHARS = 3000
 
@@ -51,7 +51,6 @@ def _logger_args(run: PlannedRun) -> dict[str, Any]:
 def _store_key(run: PlannedRun) -> tuple[str, str, str | None]:
     init = _logger_args(run)
     if not init or "tracking_uri" not in init:
-        from copra_bench.sweep.spec import SweepError
         raise SweepError(f"run {run.index} ({run.label}) has no MLflow logger (trainer.logger must be "
                          "copra_bench.tracking.MLFlowLogger: the sweep finds finished runs in MLflow)")
     return init["tracking_uri"], init.get("experiment_name") or "copra_bench", init.get("artifact_location")
