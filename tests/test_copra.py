@@ -140,3 +140,22 @@ def test_a_killed_fit_resumes_from_last_checkpoint_in_the_same_run(tmp_path, mon
     assert not any(k.startswith("backbone.") or ".backbone." in k for k in state["state_dict"])
     steps = [s for (s,) in db.execute("select step from metrics where key='train/loss' and run_uuid=?", (run_id,))]
     assert sorted(steps) == [0, 1, 2, 3], "each optimisation step is logged once, across the kill"
+
+
+@pytest.mark.parametrize("backbone", ["tiny-qwen2-vl", "tiny-internvl"])
+def test_one_vision_pass_scores_like_two(backbone):
+    """Window granularity reuses the encoder pass that conditions the generator (Qwen2-VL); same scores."""
+    from copra_bench.copra import COPRAModel
+    from copra_bench.vlm import VLMBackbone
+
+    model = COPRAModel(VLMBackbone.load(backbone), rank=2, depth=1, width=32, heads=2, segment_size=16)
+    with torch.no_grad():
+        for p in model.generator.head_b.parameters():
+            p.normal_(0, 0.5)
+    frames = torch.randint(0, 256, (3, 4, 48, 64, 3), dtype=torch.uint8)
+    once = model.score_self_conditioned(frames, return_features=True)
+    twice = model.score(frames, model.generate_deltas(frames), return_features=True)
+    torch.testing.assert_close(once.p_anomaly, twice.p_anomaly, atol=1e-5, rtol=0)
+    torch.testing.assert_close(once.features, twice.features, atol=1e-5, rtol=0)
+    frozen = model.backbone.score(frames)
+    assert (once.p_anomaly - frozen.p_anomaly).abs().max() > 1e-3, "the generated LoRA must change the scores"

@@ -133,8 +133,7 @@ class COPRA(BenchModule):
 
     # ---------------------------------------------------------------------------------------------------- scoring
     def score_windows(self, frames: Any) -> ScoreOutput:
-        deltas = self.model.generate_deltas(frames)
-        return self.model.score(frames, deltas, return_features=self.keep_features)
+        return self.model.score_self_conditioned(frames, return_features=self.keep_features)
 
     def score_batch(self, batch: dict) -> ScoreOutput:
         condition = batch.get("condition_frames")

@@ -78,5 +78,10 @@ class COPRAModel(nn.Module):
         with self.injector.apply(deltas):
             return self.backbone.score(frames, return_features=return_features)
 
+    def score_self_conditioned(self, frames: Any, *, return_features: bool = False) -> ScoreOutput:
+        """Scores with each input's LoRA generated from its own frames (window granularity), encoding them once."""
+        return self.backbone.score_conditioned(
+            frames, lambda tokens: self.injector.apply(self.generator(tokens)), return_features=return_features)
+
     def forward(self, frames: Any, *, return_features: bool = False) -> ScoreOutput:
-        return self.score(frames, self.generate_deltas(frames), return_features=return_features)
+        return self.score_self_conditioned(frames, return_features=return_features)

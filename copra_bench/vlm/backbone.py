@@ -353,16 +353,48 @@ class VLMBackbone(nn.Module):
             inputs, frames = self._prepare(videos, with_answer_prefix=True)
             with self._capture_vision_tokens(active=return_features) as captured:
                 out = self.model(**inputs, logits_to_keep=1, use_cache=False)
-            id0, id1 = self._answer_ids
-            last = out.logits[:, -1, :]
-            pair = torch.stack((last[:, id0], last[:, id1]), dim=-1).float()
-            margin = pair[:, 1] - pair[:, 0]
-            p_anomaly = torch.softmax(pair, dim=-1)[:, 1]
+            p_anomaly, margin = self._answer_probability(out.logits[:, -1, :])
             features = None
             if return_features:
                 per_input = self._split_vision_tokens(captured, inputs, frames)
                 features = torch.stack([t.float().mean(dim=0) for t in per_input])
         return ScoreOutput(p_anomaly=p_anomaly, logit_margin=margin, features=features)
+
+    def score_conditioned(self, videos, condition, *, return_features: bool = False,
+                          grad: bool = False) -> ScoreOutput:
+        """:meth:`score` under an adaptation built from the inputs' own vision tokens, encoding the video once.
+
+        ``condition(tokens)`` receives the vision tokens of each input (``[N_i, D]`` float32, as
+        :meth:`vision_features` returns them) and returns the context manager that adapts the language model (COPRA:
+        generate a LoRA per input and inject it). Where the family accepts precomputed encoder outputs (Qwen2-VL,
+        Qwen2.5-VL: ``mm_encoder_outputs``) the same encoder pass conditions the adaptation and feeds the LM — the
+        frozen vision encoder is a quarter of a 7B window's forward, so running it twice would cost that much again.
+        Elsewhere the encoder runs twice, with identical results.
+        """
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            inputs, _frames = self._prepare(videos, with_answer_prefix=True)
+            reusable = (self.family in ("qwen2_vl", "qwen2_5_vl") and "pixel_values_videos" in inputs
+                        and "mm_encoder_outputs" in self._forward_params)
+            if not reusable:
+                tokens, _ = self.vision_features(videos, grad=grad)
+                with condition(tokens):
+                    return self.score(videos, return_features=return_features, grad=grad)
+            encoded = self.model.get_video_features(pixel_values_videos=inputs["pixel_values_videos"],
+                                                    video_grid_thw=inputs["video_grid_thw"])
+            tokens = [t.float() for t in encoded.pooler_output]
+            model_inputs = {k: v for k, v in inputs.items() if k != "pixel_values_videos"}
+            with condition(tokens):
+                out = self.model(**model_inputs, mm_encoder_outputs={"video": encoded}, logits_to_keep=1,
+                                 use_cache=False)
+            p_anomaly, margin = self._answer_probability(out.logits[:, -1, :])
+            features = torch.stack([t.mean(dim=0) for t in tokens]) if return_features else None
+        return ScoreOutput(p_anomaly=p_anomaly, logit_margin=margin, features=features)
+
+    def _answer_probability(self, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """P("1") over {"0", "1"} and the logit margin from last-position logits ``[B, V]``."""
+        id0, id1 = self._answer_ids
+        pair = torch.stack((last[:, id0], last[:, id1]), dim=-1).float()
+        return torch.softmax(pair, dim=-1)[:, 1], pair[:, 1] - pair[:, 0]
 
     def vision_features(self, videos, *, grad: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Vision tokens of each input after the merger/projector (``[N_i, D]`` float32) and their means ``[B, D]``,
