@@ -164,7 +164,7 @@ def test_cross_domain_heatmap_and_sweep_axis_tables(store, tmp_path):
     assert "| synth_A | 90.00 | 60.00 |" in table and "| synth_B | 50.00 | 80.00 |" in table
     assert page.heated >= 4
     axis = markdown.split("**axis data.source**")[1]
-    assert "| A | 1 | 90.00 |" in axis and "| B | 1 | 50.00 |" in axis
+    assert "| A | Protocol group 1 | 1 | 90.00 |" in axis and "| B | Protocol group 1 | 1 | 50.00 |" in axis
 
 
 def test_paper_numbers_beside_ours_are_labelled(store, tmp_path):
@@ -206,3 +206,21 @@ def test_no_finished_runs_and_unknown_experiment_are_clear(store, tmp_path, caps
     assert main(["report", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "leaderboard.html").exists()
+
+
+def test_axis_changing_a_protocol_param_gets_one_table_without_cross_group_averages(store, tmp_path):
+    exp = _experiment(store, "granularity")
+    aucs = {"window": (0.6, 0.7), "video": (0.8, 0.9)}
+    for unit, values in aucs.items():
+        for seed, auc in enumerate(values):
+            _run(store, exp, seed=seed, params={"protocol.conditioning_unit": unit},
+                 tags={"sweep.id": "t6", "sweep.axes": f'{{"model.granularity": "{unit}"}}'},
+                 metrics={"test/ucf/step1/auc": auc})
+    markdown, _ = _report(store, "granularity", tmp_path)
+    assert "protocol.conditioning_unit" in markdown.split("Why there are several protocol groups")[1]
+    axis = markdown.split("**axis model.granularity**")[1].split("\n\n")[1]
+    rows = [line for line in axis.splitlines() if line.startswith("| window") or line.startswith("| video")]
+    assert len(rows) == 2
+    for unit, values in aucs.items():
+        row = next(r for r in rows if r.startswith(f"| {unit}"))
+        assert f"| 2 | {100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f} |" in row

@@ -62,6 +62,7 @@ def build_document(experiment: str, tracking_uri: str, runs: list[RunRecord], *,
                                 [[k, *v] for k, v in diffs.items()]))
     for group in groups:
         _group_section(doc, group, images=images)
+    _axes(doc, groups)
     _paper_section(doc)
     _runs_section(doc, runs, images=images)
     return doc
@@ -81,7 +82,6 @@ def _group_section(doc: Document, group: agg.ProtocolGroup, *, images: bool) -> 
     for test_set in test_sets:
         _leaderboard(doc, test_set, [v for v in variants if any(test_set in r.test_sets for r in v.runs)])
     _matrix(doc, runs)
-    _axes(doc, runs)
 
 
 def _leaderboard(doc: Document, test_set: str, variants: list[agg.Variant]) -> None:
@@ -144,19 +144,28 @@ def _matrix(doc: Document, runs: list[RunRecord]) -> None:
                 doc.blocks.append(Table(["trained on \\ tested on", *tested], rows, title=title, heat=heat))
 
 
-def _axes(doc: Document, runs: list[RunRecord]) -> None:
+def _axes(doc: Document, groups: list[agg.ProtocolGroup]) -> None:
+    """One table per sweep axis. A row is (axis value, protocol group): an axis that changes a protocol param
+    (e.g. the conditioning unit) still gets one table, but runs of different groups are never averaged."""
+    group_of = {r.run_id: g for g in groups for r in g.runs}
+    runs = [r for g in groups for r in g.runs]
     for sweep_id, axes in sorted(agg.axis_marginals(runs).items()):
-        doc.h(2, f"Sweep {sweep_id}: one table per axis")
+        doc.h(1, f"Sweep {sweep_id}: one table per axis")
         for axis, by_value in axes.items():
             members = [r for rs in by_value.values() for r in rs]
             columns = [(t, s, m) for t in sorted({t for r in members for t in r.test_sets})
                        for s in agg.steps_of(members, t) for m in agg.PRIMARY_METRICS]
-            rows = [[value, str(len(rs)), *[fmt(agg.stat_of(rs, t, s, m), m) for t, s, m in columns]]
-                    for value, rs in by_value.items()]
-            doc.blocks.append(Table([axis, "runs", *[f"{t} {s} {m.upper()}" for t, s, m in columns]], rows,
-                                    title=f"axis {axis}",
-                                    note="mean ± std over all finished runs of the sweep with that value "
-                                         "(the other axes averaged out)"))
+            rows = []
+            for value, value_runs in by_value.items():
+                for group in groups:
+                    rs = [r for r in value_runs if group_of[r.run_id] is group]
+                    if rs:
+                        rows.append([value, group.title, str(len(rs)),
+                                     *[fmt(agg.stat_of(rs, t, s, m), m) for t, s, m in columns]])
+            doc.blocks.append(Table([axis, "protocol group", "runs", *[f"{t} {s} {m.upper()}" for t, s, m in columns]],
+                                    rows, title=f"axis {axis}",
+                                    note="mean ± std over the finished runs of the sweep with that value and "
+                                         "protocol group (the other axes averaged out)"))
 
 
 def _paper_section(doc: Document) -> None:
