@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = sys.argv[1:] if from_shell else list(argv)
     try:
-        if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        if not argv or argv[0] not in COMMANDS:  # a tool command, or --help listing them all
             load_tool_commands()
         if argv and argv[0] in COMMANDS:
             return COMMANDS[argv[0]](argv[1:])
