@@ -48,8 +48,8 @@ def main() -> int:
         "test_s": round(metrics["timing"]["test_s"], 2),
         "command_wall_s_data_cached": round(command_s, 2),
         "total_first_run_s": round(generation_s + command_s, 2),
-        "results": {k: {"auc": v["auc"], "ap": v["ap"], "frames": v["num_frames"]}
-                    for k, v in metrics["test"].items()},
+        "results": {k: {step: {"auc": v[step]["auc"], "ap": v[step]["ap"]} for step in ("step1", "step2", "step3")}
+                    | {"frames": v["step1"]["num_frames"]} for k, v in metrics["test"].items()},
     }
     print(json.dumps(summary, indent=2))
     return 0
