@@ -18,7 +18,8 @@ import numpy as np
 from torch.utils.data import DataLoader, default_collate
 
 from copra_bench.datamodules.datasets import (
-    CONDITIONING_UNITS, TRAIN_REGIMES, ClipDataset, ConditioningUnit, TrainRegime, WindowDataset,
+    CONDITIONING_UNITS, TRAIN_REGIMES, ClipDataset, ConditioningUnit, EpochShuffle, ResumableLoader, TrainRegime,
+    WindowDataset,
 )
 from copra_bench.datamodules.records import VideoRecord
 from copra_bench.datamodules.video_io import probe_video
@@ -271,9 +272,18 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
         return batch
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self._clips(self.train_records, train=True), batch_size=self.batch_size, shuffle=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          collate_fn=self.collate)
+        clips = self._clips(self.train_records, train=True)
+        loader = ResumableLoader(clips, batch_size=self.batch_size, sampler=EpochShuffle(len(clips), seed=self.seed),
+                                 num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                 collate_fn=self.collate)
+        loader.progress = self._batches_done
+        return loader
+
+    def _batches_done(self) -> int:
+        """Training batches of the current epoch already stepped on (read when a checkpoint is saved, which happens
+        after the batch's optimiser step)."""
+        trainer = getattr(self, "trainer", None)
+        return 0 if trainer is None else int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_records:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from copra_bench.datamodules.records import VideoRecord
 from copra_bench.datamodules.video_io import iter_windows, read_frames, read_frames_seeking
@@ -163,3 +163,40 @@ class WindowDataset(IterableDataset):
                     item["condition_key"] = key
                     item["condition_frames"] = condition[key]
                 yield item
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order of ``n`` items that depends only on ``(seed, epoch)`` (Lightning calls ``set_epoch``), so a
+    resumed run sees the very order the interrupted one saw; ``skip`` leaves out the first items of the next pass."""
+
+    def __init__(self, n: int, *, seed: int) -> None:
+        self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        skip, self.skip = self.skip, 0
+        return iter(order[skip:].tolist())
+
+
+class ResumableLoader(DataLoader):
+    """Training loader whose position survives a checkpoint: ``fit --ckpt_path last`` in the middle of an epoch
+    continues with the clips the interrupted run had not trained on (Lightning saves ``state_dict`` with the
+    checkpoint). ``progress`` returns the batches of the current epoch already trained on."""
+
+    progress: Callable[[], int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self.sampler
+        done = self.progress() if self.progress is not None else 0
+        return {"epoch": int(getattr(sampler, "epoch", 0)), "batches_done": int(done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler = self.sampler
+        if isinstance(sampler, EpochShuffle) and state.get("epoch") == sampler.epoch:
+            sampler.skip = int(state.get("batches_done", 0)) * int(self.batch_size or 1)

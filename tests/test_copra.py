@@ -117,20 +117,27 @@ def test_a_killed_fit_resumes_from_last_checkpoint_in_the_same_run(tmp_path, mon
             "--trainer", str(trainer), "--data.init_args.batch_size", "1", "--test_after_fit", "false"]
 
     original = COPRA.training_step
+    trained: list[int] = []
+
+    def recording(self, batch, batch_idx):
+        trained.extend(batch["video_index"].tolist())
+        return original(self, batch, batch_idx)
 
     def dies_at_third_step(self, batch, batch_idx):
         if self.global_step == 2:
             raise RuntimeError("node lost")
-        return original(self, batch, batch_idx)
+        return recording(self, batch, batch_idx)
 
     monkeypatch.setattr(COPRA, "training_step", dies_at_third_step)
     with pytest.raises(RuntimeError, match="node lost"):
         main(argv)
     (last,) = tmp_path.glob("outputs/*/*/checkpoints/last.ckpt")
     assert torch.load(last, weights_only=False)["global_step"] == 2
-    monkeypatch.setattr(COPRA, "training_step", original)
+    monkeypatch.setattr(COPRA, "training_step", recording)
 
     assert main([*argv, "--ckpt_path", "last"]) == 0
+    # 4 training videos, batch 1, 4 steps = one epoch: the resumed run trains on the two the dead one had not seen
+    assert sorted(trained) == [0, 1, 2, 3], trained
     db = sqlite3.connect(tmp_path / "mlflow.db")
     (run_id, status), = db.execute("select run_uuid, status from runs").fetchall()
     assert status == "FINISHED" and last.parent.parent.name == run_id

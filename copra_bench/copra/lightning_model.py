@@ -120,13 +120,19 @@ class COPRA(BenchModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, betas=(0.9, 0.999), eps=1e-8,
                                       weight_decay=self.hparams.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1) * self.hparams.num_iterations
         warmup = self.hparams.warmup_steps
+        total: list[int] = []
 
         def linear(step: int) -> float:
             if step < warmup:
                 return (step + 1) / (warmup + 1)
-            return max(0.0, 1.0 - (step - warmup) / max(total - warmup, 1))
+            if step == 0:
+                return 1.0
+            # Known only once the fit loop has set up its data: asking for it here, in configure_optimizers, would
+            # build the train loader before a resumed checkpoint's loader position is restored.
+            if not total:
+                total.append(max(int(self.trainer.estimated_stepping_batches), 1) * self.hparams.num_iterations)
+            return max(0.0, 1.0 - (step - warmup) / max(total[0] - warmup, 1))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
