@@ -245,7 +245,7 @@ class _Text(HTMLParser):
 
 @pytest.mark.slow
 def test_small_sweep_interrupted_resumed_and_reported(tmp_path, monkeypatch, synth_cache, capsys):
-    """Three frozen-model runs on a tiny synthetic world: kill the sweep during its second run, resume it two at a
+    """Three frozen-model runs (nothing to train) on a tiny synthetic world: kill the sweep during its second run, resume it two at a
     time, rerun it (nothing left), then build the report and find every run in the HTML."""
     monkeypatch.chdir(tmp_path)
     member = {**SMALL_WORLD, "cache_dir": str(synth_cache)}
@@ -256,8 +256,9 @@ def test_small_sweep_interrupted_resumed_and_reported(tmp_path, monkeypatch, syn
                                      "init_args": {"domain": "B", **member}},
                           "window_seconds": 2.0, "frames_per_window": 4, "batch_size": 8, "val_fraction": 0.34}}
     (tmp_path / "data.yaml").write_text(yaml.safe_dump(data))
-    path = _spec(tmp_path, {"seed_everything": [0, 1, 2]}, set={"data": str(tmp_path / "data.yaml"),
-                 "model.init_args.bootstrap_samples": 20, "trainer.logger.init_args.experiment_name": "e2e"})
+    path = _spec(tmp_path, {"seed_everything": [0, 1, 2]}, set={
+        "model": str(REPO / "configs" / "model" / "frozen_tiny.yaml"), "data": str(tmp_path / "data.yaml"),
+        "model.init_args.bootstrap_samples": 20, "trainer.logger.init_args.experiment_name": "e2e"})
     db = tmp_path / "mlflow.db"
 
     sweep = subprocess.Popen([sys.executable, "-m", "copra_bench", "sweep", "--config", str(path)],
