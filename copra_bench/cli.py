@@ -93,7 +93,9 @@ class CopraCLI(LightningCLI):
                 if self.subcommand == "fit" and config.get("ckpt_path") == "last" and logger._run_id is None:
                     resume_run_of(logger, digest)
                 logger.start()
-                logger.set_tags({"run_dir": str(logger.run_dir)})
+                # Lightning applies logger.tags only to runs it creates: runs made beforehand (a sweep's, a resumed
+                # one) get them here
+                logger.set_tags({**(logger.tags or {}), "run_dir": str(logger.run_dir)})
 
     def after_fit(self) -> None:
         if self._get(self.config, "test_after_fit", True) and not self.trainer.interrupted:
