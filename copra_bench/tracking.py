@@ -56,6 +56,16 @@ def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
                             "sqlite:///mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
 
 
+def absolute_tracking_uri(uri: str) -> str:
+    """``sqlite:///mlflow.db`` -> ``sqlite:////abs/path/mlflow.db``: the store the user meant (the working
+    directory's), recorded unambiguously; MLflow also caches stores by URI, so a relative one would keep pointing at
+    the first working directory in a process that runs several jobs."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        return prefix + str(Path(uri[len(prefix):]).expanduser().resolve())
+    return uri
+
+
 def _finite(value: Any) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
@@ -78,6 +88,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
                  tracking_uri: str = "sqlite:///mlflow.db", local_dir: str = "outputs",
                  tags: dict[str, Any] | None = None, run_id: str | None = None,
                  artifact_location: str | None = None) -> None:
+        tracking_uri = absolute_tracking_uri(tracking_uri)
         check_tracking_uri(tracking_uri)
         super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
                          tags=tags, save_dir=None, run_id=run_id, artifact_location=artifact_location)
