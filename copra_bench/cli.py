@@ -7,7 +7,6 @@ The Lightning subcommands go through :class:`CopraCLI` (LightningCLI, subclass m
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -22,7 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from copra_bench.bench_module import BenchModule
 from copra_bench.datamodules.base import VADDataModule
 from copra_bench.errors import CopraError
-from copra_bench.tracking import ConfigToRun, MLFlowLogger, flatten
+from copra_bench.tracking import ConfigToRun, MLFlowLogger
 
 log = logging.getLogger("copra_bench")
 
@@ -81,8 +80,12 @@ class CopraCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def after_instantiate_classes(self) -> None:
+        # the run identity sweeps use too (imported here: that module imports this one)
+        from copra_bench.sweep.resolve import config_hash
+
         config = self.config[self.subcommand] if self.subcommand else self.config
-        digest = config_hash(json.loads(self._parser(self.subcommand).dump(config, format="json", skip_none=False)))
+        dumped = json.loads(self._parser(self.subcommand).dump(config, format="json", skip_none=False))
+        digest = config_hash(str(self.subcommand), dumped)
         for logger in self.trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 if logger._run_name is None:  # name known only now: the dataset name may depend on its arguments
@@ -100,18 +103,6 @@ class CopraCLI(LightningCLI):
     def after_fit(self) -> None:
         if self._get(self.config, "test_after_fit", True) and not self.trainer.interrupted:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
-
-
-#: Config keys that do not change what a run computes (left out of its identity hash).
-VOLATILE_KEYS = ("ckpt_path", "trainer.logger.init_args.run_id", "trainer.logger.init_args.run_name",
-                 "trainer.logger.init_args.tags")
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """Identity of a run's resolved config (12 hex digits), without :data:`VOLATILE_KEYS`."""
-    flat = {k: v for k, v in flatten(config).items() if not any(k == v_ or k.startswith(v_ + ".")
-                                                                  for v_ in VOLATILE_KEYS)}
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def resume_run_of(logger: MLFlowLogger, digest: str) -> None:

@@ -284,6 +284,8 @@ def test_small_sweep_interrupted_resumed_and_reported(tmp_path, monkeypatch, syn
     assert sorted(s for _, s, _ in runs) == ["FINISHED", "FINISHED", "FINISHED", "KILLED"]
     finished = [t for _, s, t in runs if s == "FINISHED"]
     assert sorted(json.loads(t["sweep.axes"])["seed_everything"] for t in finished) == ["0", "1", "2"]
+    # the run itself computes the same identity the sweep planned (what `fit --ckpt_path last` looks up)
+    assert all(t["config_hash"] == t["sweep.config_hash"] for t in finished)
 
     out = tmp_path / "report"
     assert main(["report", "--experiment", "e2e", "--tracking-uri", f"sqlite:///{db}", "--out", str(out)]) == 0

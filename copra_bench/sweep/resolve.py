@@ -74,11 +74,17 @@ def flat_keys(config: Any, prefix: str = "") -> set[str]:
 
 
 def config_hash(subcommand: str, config: dict[str, Any]) -> str:
-    """16 hex digits identifying what a run computes: the resolved config minus :data:`HASH_EXCLUDED`."""
+    """16 hex digits identifying what a run computes: the resolved config minus :data:`HASH_EXCLUDED` (and, for
+    ``fit``, ``ckpt_path``: resuming a run does not change what it computes; for test/predict it does).
+
+    Every run carries it (tag ``config_hash``, set by the CLI; sweeps also tag ``sweep.config_hash``), which is how
+    ``fit --ckpt_path last`` finds the run to continue and how a sweep finds its finished runs."""
+    excluded = HASH_EXCLUDED + (("ckpt_path",) if subcommand == "fit" else ())
+
     def strip(node: Any, prefix: str = "") -> Any:
         if isinstance(node, dict):
             return {k: strip(v, f"{prefix}{k}.") for k, v in sorted(node.items())
-                    if f"{prefix}{k}" not in HASH_EXCLUDED and k != "__path__"}
+                    if f"{prefix}{k}" not in excluded and k != "__path__"}
         if isinstance(node, list):
             return [strip(v, prefix) for v in node]
         return node
