@@ -197,6 +197,12 @@ def test_failed_run_is_recorded_the_sweep_goes_on_and_a_rerun_skips_finished(tmp
     runs = _runs(tmp_path / "mlflow.db")
     assert [s for _, s, _ in runs] == ["FINISHED", "FAILED"]
     assert "boom in seed 1" in runs[1][2]["sweep.error"] and "exit status 3" in runs[1][2]["sweep.error"]
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(path), "--emit-commands"]) == 0  # for a scheduler: what is left to run
+    emitted = capsys.readouterr()
+    assert [json.loads(shlex.split(line)[shlex.split(line).index("--seed_everything") + 1])
+            for line in emitted.out.splitlines()] == [1, 2]
+    assert "1 of 3 runs already finished" in emitted.err
     assert all(t["sweep.id"] == "t" and len(t["sweep.config_hash"]) == 16 for _, _, t in runs)
     assert runs[0][2]["sweep.config_hash"] != runs[1][2]["sweep.config_hash"]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 from copra_bench.cli import register_command
-from copra_bench.sweep.runner import command_of, prepare, run_sweep
+from copra_bench.sweep.runner import command_of, prepare, run_sweep, unfinished
 from copra_bench.sweep.spec import SweepSpec
 
 
@@ -45,7 +46,10 @@ def sweep_command(argv: list[str]) -> int:
         overrides["trainer.logger.init_args.experiment_name"] = args.experiment
     runs = prepare(spec, overrides=overrides)
     if args.emit_commands:
-        for run in runs:
+        todo, skipped = unfinished(spec, runs)
+        if skipped:
+            print(f"# {skipped} of {len(runs)} runs already finished: not emitted", file=sys.stderr)
+        for run in todo:
             print(shlex.join(command_of(spec, run)))
         return 0
     result = run_sweep(spec, runs, max_parallel=args.max_parallel, dry_run=args.dry_run, max_runs=args.max_runs,

@@ -96,6 +96,19 @@ def prepare(spec: SweepSpec, *, overrides: dict[str, Any] | None = None, parser:
     return runs
 
 
+def unfinished(spec: SweepSpec, runs: list[PlannedRun]) -> tuple[list[PlannedRun], int]:
+    """The runs without a FINISHED MLflow run of their config (read-only: creates no store), and how many have one."""
+    done: dict[tuple, dict[str, str]] = {}
+    todo: list[PlannedRun] = []
+    for run in runs:
+        key = _store_key(run)
+        if key not in done:
+            done[key] = SweepStore(key[0], key[1], artifact_location=key[2], create=False).finished_hashes(spec.sweep_id)
+        if run.config_hash not in done[key]:
+            todo.append(run)
+    return todo, len(runs) - len(todo)
+
+
 def run_sweep(spec: SweepSpec, runs: list[PlannedRun], *, max_parallel: int = 1, dry_run: bool = False,
               max_runs: int | None = None, log_dir: Path | None = None,
               echo: Callable[[str], None] = print) -> SweepResult:
