@@ -219,13 +219,20 @@ def completion_logprobs(
         model_inputs.pop("pixel_values_videos", None)
         model_inputs["mm_encoder_outputs"] = dict(vision_outputs)
     out = backbone.model(**model_inputs, logits_to_keep=length + 1, use_cache=False)
-    logits = out.logits[:, :-1, :].float()
-    if temperature != 1.0:
-        logits = logits / temperature
     suppressed = placeholder_token_ids(backbone)
-    if suppressed:
-        logits = logits.index_fill(-1, torch.tensor(suppressed, device=logits.device), float("-inf"))
-    return selective_log_softmax(logits, completion_ids.to(logits.device))
+    suppressed_ids = torch.tensor(suppressed, device=out.logits.device) if suppressed else None
+    targets = completion_ids.to(out.logits.device)
+    rows = []
+    # One completion at a time in float32: the whole [N, T, vocab] in float32 would be ~2.5 GB for 64 rollouts of
+    # 64 tokens over Qwen2's 152k vocabulary, and each of scaling / masking / normalising would copy it again.
+    for row, target in zip(out.logits[:, :-1, :], targets, strict=True):
+        row = row.float()
+        if temperature != 1.0:
+            row = row / temperature
+        if suppressed_ids is not None:
+            row = row.index_fill(-1, suppressed_ids, float("-inf"))
+        rows.append(selective_log_softmax(row.unsqueeze(0), target.unsqueeze(0))[0])
+    return torch.stack(rows)
 
 
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
