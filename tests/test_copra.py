@@ -166,3 +166,28 @@ def test_one_vision_pass_scores_like_two(backbone):
     torch.testing.assert_close(once.features, twice.features, atol=1e-5, rtol=0)
     frozen = model.backbone.score(frames)
     assert (once.p_anomaly - frozen.p_anomaly).abs().max() > 1e-3, "the generated LoRA must change the scores"
+
+
+def test_a_small_unit_cache_changes_cost_not_scores(small_world):
+    """A batch may span more units than the LoRA cache holds (1 s chunks: one window each, 5 per batch): same
+    scores, and each unit generated once."""
+    dm = SyntheticUCFCrimeDataModule(domain="A", **{**small_world, "batch_size": 5})
+    results, weights = [], None
+    for size in (16, 1):
+        model = _copra(frames_per_window=dm.frames_per_window, granularity="chunk", chunk_seconds=1.0,
+                       condition_cache_size=size)
+        if weights is None:
+            with torch.no_grad():
+                for p in model.model.generator.head_b.parameters():
+                    p.normal_(0, 0.5)
+            weights = model.model.state_dict()
+        model.model.load_state_dict(weights)
+        calls: list[int] = []
+        generate = model.model.generate_deltas
+        model.model.generate_deltas = lambda frames, generate=generate: calls.append(len(frames)) or generate(frames)
+        _trainer().test(model, datamodule=dm, verbose=False)
+        results.append((np.concatenate([v.window_scores for v in model.test_results["synth_ucf_A"].videos]),
+                        sum(calls)))
+    assert results[0][1] == results[1][1] == len(results[0][0])
+    results = [scores for scores, _ in results]
+    np.testing.assert_allclose(results[0], results[1], atol=1e-6)

@@ -147,21 +147,20 @@ class COPRA(BenchModule):
             return self.score_windows(batch["frames"])
         keys = [(self._dataloader_idx, int(v), int(c))
                 for v, c in zip(batch["video_index"].tolist(), batch["condition_key"].tolist(), strict=True)]
-        missing = [i for i, key in enumerate(keys) if key not in self._cache]
-        if missing:
-            # One unit's frames are the same object for all its windows: generate each unit once per batch.
-            first: dict[tuple, int] = {}
-            for i in missing:
-                first.setdefault(keys[i], i)
-            order = list(first.values())
-            deltas = self.model.generate_deltas([condition[i] for i in order])
-            for j, i in enumerate(order):
-                self._cache[keys[i]] = deltas.select(j)
-                while len(self._cache) > self.hparams.condition_cache_size:
-                    self._cache.popitem(last=False)
-        for key in keys:
+        units = {key: self._cache[key] for key in keys if key in self._cache}
+        first: dict[tuple, int] = {}  # one unit's windows share its frames: generate each missing unit once
+        for i, key in enumerate(keys):
+            if key not in units:
+                first.setdefault(key, i)
+        if first:
+            generated = self.model.generate_deltas([condition[i] for i in first.values()])
+            units.update({key: generated.select(j) for j, key in enumerate(first)})
+        deltas = LoRADeltas.cat([units[key] for key in keys])
+        for key, value in units.items():  # most recent last; a batch may span more units than the cache holds
+            self._cache[key] = value
             self._cache.move_to_end(key)
-        deltas = LoRADeltas.cat([self._cache[key] for key in keys])
+        while len(self._cache) > self.hparams.condition_cache_size:
+            self._cache.popitem(last=False)
         return self.model.score(batch["frames"], deltas, return_features=self.keep_features)
 
     def _reset_cache(self) -> None:
