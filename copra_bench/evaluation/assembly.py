@@ -99,14 +99,21 @@ class WindowScoreCollector:
         return videos
 
 
-def concatenate(videos: list[VideoScores]) -> tuple[np.ndarray, np.ndarray]:
-    """Frame scores and ground truth of all videos, concatenated in order; lengths are checked per video."""
+def check_ground_truth(videos: list[VideoScores], *, where: str = "") -> None:
+    """Every video has frame-level ground truth as long as its frame scores (never truncated): else an error naming
+    the video and both lengths."""
+    prefix = f"{where}/" if where else ""
     for video in videos:
         if video.gt is None:
-            raise EvaluationError(f"{video.name} has no frame-level ground truth")
+            raise EvaluationError(f"{prefix}{video.name} has no frame-level ground truth")
         if video.gt.shape[0] != video.frame_scores.shape[0]:
-            raise EvaluationError(f"{video.name}: {video.frame_scores.shape[0]} frame scores but "
+            raise EvaluationError(f"{prefix}{video.name}: {video.frame_scores.shape[0]} frame scores but "
                                   f"{video.gt.shape[0]} ground-truth frames")
+
+
+def concatenate(videos: list[VideoScores]) -> tuple[np.ndarray, np.ndarray]:
+    """Frame scores and ground truth of all videos, concatenated in order; lengths are checked per video."""
+    check_ground_truth(videos)
     return (np.concatenate([v.frame_scores for v in videos]), np.concatenate([v.gt for v in videos]))
 
 

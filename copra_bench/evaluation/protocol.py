@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from copra_bench.errors import EvaluationError
-from copra_bench.evaluation.assembly import VideoScores
+from copra_bench.evaluation.assembly import VideoScores, check_ground_truth
 from copra_bench.evaluation.bootstrap import bootstrap_intervals
 from copra_bench.evaluation.metrics import (
     UNDEFINED,
@@ -125,12 +125,7 @@ def check_videos(name: str, videos: list[VideoScores]) -> None:
     """Ground truth present and as long as the scores, scores finite: else one error naming the videos."""
     if not videos:
         raise EvaluationError(f"{name}: no test videos")
-    for v in videos:
-        if v.gt is None:
-            raise EvaluationError(f"{name}/{v.name} has no frame-level ground truth")
-        if v.gt.shape[0] != v.frame_scores.shape[0]:
-            raise EvaluationError(f"{name}/{v.name}: {v.frame_scores.shape[0]} frame scores but "
-                                  f"{v.gt.shape[0]} ground-truth frames")
+    check_ground_truth(videos, where=name)
     bad = [v.name for v in videos if not (np.isfinite(v.window_scores).all() and np.isfinite(v.frame_scores).all())]
     if bad:
         raise EvaluationError(f"{name}: NaN or inf scores in {len(bad)} videos: {', '.join(bad[:10])}")
