@@ -90,8 +90,10 @@ class BenchModule(L.LightningModule, abc.ABC):
 
     # ---------------------------------------------------------------------------------------------- checkpoints
     def frozen_state_keys(self) -> set[str]:
-        """State-dict keys of the frozen backbone (under any module that holds it)."""
-        frozen = {id(t) for t in self.backbone.state_dict(keep_vars=True).values()}
+        """State-dict keys of the frozen backbone (under any module that holds it). Trainable tensors a method
+        injects into the backbone (a peft LoRA) are not frozen: they are checkpointed."""
+        frozen = {id(t) for t in self.backbone.state_dict(keep_vars=True).values()
+                  if not (isinstance(t, torch.nn.Parameter) and t.requires_grad)}
         return {k for k, t in self.state_dict(keep_vars=True).items() if id(t) in frozen}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -24,8 +24,13 @@ def _trainer(**kwargs) -> L.Trainer:
 
 
 def _checksum(module: torch.nn.Module) -> str:
+    """Digest of the module's frozen tensors (trainable ones a method injected into the backbone, e.g. a peft
+    LoRA, are left out: they are meant to change)."""
     digest = hashlib.sha1()
-    for name, tensor in sorted(module.state_dict().items()):
+    trainable = {id(p) for p in module.parameters() if p.requires_grad}
+    for name, tensor in sorted(module.state_dict(keep_vars=True).items()):
+        if id(tensor) in trainable:
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().float().numpy().tobytes())
     return digest.hexdigest()

@@ -17,7 +17,7 @@ import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -132,6 +132,9 @@ class VLMBackbone(nn.Module):
         #: e.g. ``{"size": {"shortest_edge": ..., "longest_edge": ...}}`` to set the pixel budget of Qwen-VL frames.
         self.video_kwargs = dict(video_kwargs or {})
         self._prompt_cache: dict[tuple[str, str], str] = {}
+        #: functions ``inputs -> inputs`` applied, in order, to every batch of processor outputs (see
+        #: :meth:`transforming_inputs`); e.g. a soft prompt inserting its virtual tokens.
+        self._input_transforms: list[Callable[[Any], Any]] = []
 
         spec = _FAMILIES[family]
         self._vision = _resolve(model, spec.vision, "vision encoder", family)
@@ -314,6 +317,8 @@ class VLMBackbone(nn.Module):
             videos_kwargs=vkw,
         )
         inputs = self._add_mm_token_type_ids(inputs)
+        for transform in self._input_transforms:
+            inputs = transform(inputs)
         device, dtype = self.device, self.dtype
         for key in list(inputs.keys()):
             value = inputs[key]
@@ -339,7 +344,25 @@ class VLMBackbone(nn.Module):
             inputs["mm_token_type_ids"] = types
         return inputs
 
+    @contextlib.contextmanager
+    def transforming_inputs(self, transform: Callable[[Any], Any]) -> Iterator[None]:
+        """Inside the context every prepared batch (scoring, generation, GRPO rollouts and log-probs) passes through
+        ``transform(inputs) -> inputs`` after the processor, e.g. to insert a soft prompt's virtual tokens. The
+        model then computes its own positions from the transformed ``input_ids`` (M-RoPE included)."""
+        self._input_transforms.append(transform)
+        try:
+            yield
+        finally:
+            self._input_transforms.remove(transform)
+
     # ------------------------------------------------------------------ scoring
+    def answer_logits(self, videos, *, grad: bool = False) -> torch.Tensor:
+        """Next-token logits ``[B, V]`` at the answer position (after the answer prefix), one forward pass with the
+        last position's logits only: the supervised baselines' cross-entropy target."""
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            inputs, _ = self._prepare(videos, with_answer_prefix=True)
+            return self.model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+
     def score(self, videos, *, return_features: bool = False, grad: bool = False) -> ScoreOutput:
         """Continuous anomaly score of each input in ONE forward pass.
 

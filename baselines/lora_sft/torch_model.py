@@ -1,0 +1,129 @@
+"""One LoRA shared by every input, on the language model's Linear layers that COPRA adapts (peft).
+
+:class:`StaticLoRA` is the plain module of both static LoRA baselines (LoRA SFT and static LoRA + GRPO). It injects
+peft ``LoraLayer``s into the frozen backbone in place, on exactly the layers COPRA's mapping names for the family
+(``q, k, v, o, gate, up, down`` of the LM decoder, never the vision tower), and keeps them *off* outside
+:meth:`StaticLoRA.adaptation`: outside the context the backbone is the frozen reference (GRPO's KL term needs it).
+
+The adapters are toggled through peft's ``_disable_adapters`` flag rather than ``enable_adapters()``, which would
+also flip ``requires_grad`` of the LoRA weights on every call. LoRA weights are kept in float32 (as peft's
+``autocast_adapter_dtype``) whatever the backbone's dtype, so small updates are not lost in bf16.
+
+At test time the LoRA is merged into the base weights (:meth:`StaticLoRA.merge`): scoring then costs exactly what
+the frozen model costs. :meth:`StaticLoRA.unmerge` restores the base weights (to float rounding).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from copra_bench.copra.layout import ALL_TARGETS
+from copra_bench.copra.mappings import mapping_for
+from copra_bench.errors import CopraError
+from copra_bench.vlm import ScoreOutput, VLMBackbone
+
+
+class StaticLoRA(nn.Module):
+    """A peft LoRA of rank ``rank`` on the backbone's LM ``target_modules`` of ``layers``, shared by all inputs.
+
+    Args:
+        backbone: the frozen VLM (adapted in place; its own weights are never trained).
+        rank: LoRA rank r.
+        alpha: LoRA alpha (scale = alpha / rank).
+        target_modules: short names of the LM Linear layers (any of q, k, v, o, gate, up, down), as COPRA.
+        layers: LM decoder layer indices (``None``: all; negative indices count from the top).
+    """
+
+    def __init__(self, backbone: VLMBackbone, *, rank: int = 8, alpha: float = 16.0,
+                 target_modules: Sequence[str] = ALL_TARGETS, layers: Sequence[int] | None = None) -> None:
+        super().__init__()
+        from peft import LoraConfig, inject_adapter_in_model
+        from peft.tuners.lora import LoraLayer
+
+        if rank < 1:
+            raise CopraError(f"model.rank must be >= 1, got {rank}")
+        self.backbone = backbone
+        self.target_names = self._module_names(backbone, target_modules, layers)
+        config = LoraConfig(r=int(rank), lora_alpha=float(alpha), lora_dropout=0.0, bias="none",
+                            target_modules=self.target_names, init_lora_weights=True)
+        inject_adapter_in_model(config, backbone.model)
+        self._layers = [m for m in backbone.model.modules() if isinstance(m, LoraLayer)]
+        if len(self._layers) != len(self.target_names):
+            raise CopraError(f"peft adapted {len(self._layers)} modules, expected {len(self.target_names)}")
+        for layer in self._layers:
+            for name in ("lora_A", "lora_B"):
+                for linear in getattr(layer, name).values():
+                    linear.float().requires_grad_(True)
+        self._set_enabled(False)
+
+    @staticmethod
+    def _module_names(backbone: VLMBackbone, targets: Sequence[str], layers: Sequence[int] | None) -> list[str]:
+        """Full names (in the transformers model) of the Linear modules COPRA's mapping gives for these targets."""
+        mapping = mapping_for(backbone)
+        unknown = [t for t in targets if t not in mapping.targets]
+        if unknown or not targets:
+            raise CopraError(f"model.target_modules: unknown LoRA targets {unknown or '[]'}; choose from "
+                             f"{', '.join(mapping.targets)}")
+        decoder = mapping.decoder_layers(backbone)
+        n = len(decoder)
+        if layers is None:
+            chosen = list(range(n))
+        else:
+            bad = [i for i in layers if not -n <= int(i) < n]
+            if bad:
+                raise CopraError(f"model.layers: indices {bad} out of range for a {n}-layer language model")
+            chosen = sorted({int(i) % n for i in layers})
+        wanted = {id(mapping.target_module(decoder[i], t)) for i in chosen for t in dict.fromkeys(targets)}
+        return [name for name, module in backbone.model.named_modules() if id(module) in wanted]
+
+    # ------------------------------------------------------------------------------------------------- state
+    def lora_parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self._layers for name in ("lora_A", "lora_B")
+                for linear in getattr(layer, name).values() for p in linear.parameters()]
+
+    def num_values(self) -> int:
+        """Number of LoRA values (A and B of every adapted layer)."""
+        return sum(p.numel() for p in self.lora_parameters())
+
+    @property
+    def merged(self) -> bool:
+        return any(layer.merged for layer in self._layers)
+
+    def _set_enabled(self, enabled: bool) -> None:
+        for layer in self._layers:
+            layer._disable_adapters = not enabled
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Add B A * scale into the base weights: a forward then costs what the frozen model's costs."""
+        for layer in self._layers:
+            if not layer.merged:
+                layer.merge()
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        for layer in self._layers:
+            if layer.merged:
+                layer.unmerge()
+
+    # ------------------------------------------------------------------------------------------- adaptation
+    def adaptation(self, repeats: int = 1) -> contextlib.AbstractContextManager:
+        """The GRPO engine's adaptation protocol: one LoRA for every row, whatever ``repeats``."""
+        return self._active()
+
+    @contextlib.contextmanager
+    def _active(self) -> Iterator[None]:
+        self._set_enabled(True)
+        try:
+            yield
+        finally:
+            # A merged LoRA stays enabled: peft unmerges a disabled layer on its next forward.
+            self._set_enabled(self.merged)
+
+    def forward(self, frames, *, return_features: bool = False) -> ScoreOutput:
+        with self.adaptation():
+            return self.backbone.score(frames, return_features=return_features)

@@ -1,0 +1,71 @@
+"""``GRPOMethod``: a benchmark method trained with the GRPO engine (COPRA and the static LoRA + GRPO control).
+
+Both share every GRPO setting (rollout mode, G, sampling, beta, epsilon, loss type, iterations, rewards) and the
+training step; they differ only in the *adaptation* whose parameters GRPO trains: a LoRA generated per input
+(COPRA) or one LoRA shared by all inputs (the paper's Table 3 control). A subclass writes
+:meth:`GRPOMethod.grpo_adaptations`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from copra_bench.trained_module import TrainedModule
+
+from .engine import Adaptation, GRPOEngine, TrainingError
+from .grpo import GRPOConfig
+from .vlm_policy import VLMPolicy
+
+
+class GRPOMethod(TrainedModule):
+    """A :class:`~copra_bench.trained_module.TrainedModule` whose objective is GRPO on the video label.
+
+    Args:
+        rollout_mode: ``format`` (completions ``<think>..</think><answer>0|1</answer>``, rewards accuracy + format;
+            for instruction-tuned backbones) or ``constrained`` (the completion is the answer label alone, drawn from
+            the model's distribution over the two label tokens; for backbones that cannot follow the format, e.g.
+            the built-in tiny random model).
+        num_generations: ``G`` rollouts per training input.
+        temperature, top_p, top_k: Rollout sampling.
+        max_completion_length: Tokens per rollout (``format`` mode).
+        beta: Weight of the per-token k3 KL to the frozen model.
+        epsilon: Clipping range of the surrogate.
+        loss_type: ``grpo`` (VLM-R1: token mean per sequence, then batch mean), ``bnpo`` (token mean) or ``dr_grpo``.
+        num_iterations: Optimisation steps per batch of rollouts (old log-probs are stored).
+        rewards: Reward names (default: by rollout mode). See :mod:`copra_bench.rl.rewards`.
+        **kwargs: :class:`~copra_bench.trained_module.TrainedModule` arguments (lr, epochs, ...) and the
+            :class:`~copra_bench.bench_module.BenchModule` ones (backbone, dtype, ...).
+    """
+
+    def __init__(self, *, rollout_mode: Literal["format", "constrained"] = "format", num_generations: int = 8,
+                 temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, max_completion_length: int = 64,
+                 beta: float = 0.1, epsilon: float = 0.2, loss_type: str = "grpo", num_iterations: int = 1,
+                 rewards: Sequence[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.grpo_config = GRPOConfig(num_generations=num_generations, temperature=temperature, top_p=top_p,
+                                      top_k=top_k, max_completion_length=max_completion_length, epsilon=epsilon,
+                                      beta=beta, loss_type=loss_type, num_iterations=num_iterations)
+        self.steps_per_batch = self.grpo_config.num_iterations
+        self.engine = GRPOEngine(VLMPolicy(self.backbone, mode=rollout_mode), self.grpo_config,
+                                 None if rewards is None else list(rewards))
+
+    def grpo_adaptations(self, batch: dict) -> tuple[Adaptation, Callable[[int], Adaptation]]:
+        """The adaptation the rollouts are sampled under (no grad needed) and, per optimisation iteration, the one
+        the loss differentiates. GRPO's pi_old is pi_theta at the first iteration, so both describe the same
+        policy there."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        stats: dict[str, Any] = {}
+        try:
+            rollout_adaptation, loss_adaptation = self.grpo_adaptations(batch)
+            experience = self.engine.make_experience(batch, rollout_adaptation)
+            for iteration in range(self.grpo_config.num_iterations):
+                loss, stats = self.engine.loss(batch, experience, loss_adaptation(iteration))
+                self.optimise(loss, batch)
+        except TrainingError as err:
+            if "global step" in str(err):
+                raise
+            self.stop(str(err), batch, err.inputs)
+        self.log_step(stats, batch)

@@ -1,0 +1,138 @@
+"""``TrainedModule``: what every method that trains something shares (COPRA, prompt tuning, LoRA SFT, static GRPO).
+
+One optimiser recipe for all of them, so that a comparison differs only in what is adapted and in the objective:
+AdamW over the method's trainable tensors, optional linear warm-up, linear decay to 0 over the whole fit, gradient
+clipping by norm, and ``epochs`` as the method's Trainer default. Training uses manual optimisation so that every
+method gets the same guard: a non-finite loss or gradient stops training *before* the optimiser step, naming the
+global step and the videos of the batch, and the last checkpoint stays intact.
+
+A method writes ``training_step`` as "compute a loss, call :meth:`TrainedModule.optimise`" (or several
+``optimise`` calls, as GRPO does with ``num_iterations > 1``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from copra_bench.bench_module import BenchModule
+from copra_bench.rl.engine import TrainingError
+
+# The frozen VLM stays in eval mode on purpose (no dropout anywhere, as in VLM-R1), and the checkpoints of a
+# manually optimised method hold the state after the step they are named after: Lightning's warnings about both do
+# not apply.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
+
+
+class TrainedModule(BenchModule):
+    """Base of the methods that train: the shared optimiser, schedule, non-finite guard and step logging.
+
+    Args:
+        lr: AdamW learning rate, linearly decayed to 0 over training (after ``warmup_steps``).
+        weight_decay: AdamW weight decay.
+        grad_clip: Gradient-norm clip (0 or less: no clipping).
+        warmup_steps: Linear warm-up optimiser steps before the decay.
+        epochs: Passes over the training videos: this method's Trainer default ``max_epochs`` (``trainer.max_epochs``
+            in a config overrides it).
+        **kwargs: :class:`~copra_bench.bench_module.BenchModule` arguments (backbone, dtype, ...).
+    """
+
+    #: Optimiser steps per training batch (GRPO's ``num_iterations``); the schedule's length is scaled by it.
+    steps_per_batch: int = 1
+
+    def __init__(self, *, lr: float = 1e-4, weight_decay: float = 0.0, grad_clip: float = 1.0,
+                 warmup_steps: int = 0, epochs: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from copra_bench.errors import CopraError
+
+        if not lr > 0:
+            raise CopraError(f"model.lr must be > 0, got {lr}")
+        if epochs < 0 or warmup_steps < 0:
+            raise CopraError(f"model.epochs and model.warmup_steps must be >= 0, got {epochs} and {warmup_steps}")
+        self.automatic_optimization = False
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.grad_clip = float(grad_clip)
+        self.warmup_steps = int(warmup_steps)
+        self.epochs = int(epochs)
+
+    # ------------------------------------------------------------------------------------------------- settings
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        return {"max_epochs": self.epochs}
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The tensors the optimiser updates (default: every parameter that requires grad)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        params = self.trainable_parameters()
+        if not params:
+            from copra_bench.errors import CopraError
+
+            raise CopraError(f"{type(self).__name__} has no trainable parameter: nothing to fit")
+        optimizer = torch.optim.AdamW(params, lr=self.lr, betas=(0.9, 0.999), eps=1e-8,
+                                      weight_decay=self.weight_decay)
+        warmup = self.warmup_steps
+        total: list[int] = []
+
+        def linear(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if step == 0:
+                return 1.0
+            # Known only once the fit loop has set up its data: asking for it in configure_optimizers would build
+            # the train loader before a resumed checkpoint's loader position is restored.
+            if not total:
+                total.append(max(int(self.trainer.estimated_stepping_batches), 1) * self.steps_per_batch)
+            return max(0.0, 1.0 - (step - warmup) / max(total[0] - warmup, 1))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -------------------------------------------------------------------------------------------- the guarded step
+    def optimise(self, loss: torch.Tensor, batch: dict) -> None:
+        """One guarded optimiser step on ``loss``: finite loss, backward, clip, finite gradients, step, schedule."""
+        if not torch.isfinite(loss).all():
+            self.stop("non-finite loss", batch)
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.grad_clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in self.trainable_parameters()):
+            self.stop("non-finite gradients", batch)
+        optimizer.step()
+        self.lr_schedulers().step()
+
+    def stop(self, what: str, batch: dict, inputs: Sequence[int] | None = None) -> None:
+        """Raise the :class:`TrainingError` that names the step and the batch's videos (``inputs``: the offending
+        inputs of the batch when known)."""
+        raise TrainingError(f"{what} at global step {self.global_step} (inputs: {self._offenders(batch, inputs)}). "
+                            "Training stopped before the optimiser step; the last checkpoint is intact. Lower "
+                            "model.lr, check these videos, or resume with --ckpt_path last.",
+                            inputs=list(inputs or []))
+
+    def _offenders(self, batch: dict, inputs: Sequence[int] | None = None) -> str:
+        records = getattr(getattr(self.trainer, "datamodule", None), "train_records", None) or []
+        indices = batch["video_index"].tolist()
+        if inputs:
+            indices = [indices[i] for i in inputs if i < len(indices)]
+        return ", ".join(records[i].name if i < len(records) else str(i) for i in indices)
+
+    def log_step(self, stats: dict[str, Any] | Iterable[tuple[str, Any]], batch: dict) -> None:
+        """Log finite scalar ``stats`` as ``train/<key>`` per step, with the current learning rate."""
+        batch_size = len(batch["label"])
+        items = stats.items() if isinstance(stats, dict) else stats
+        for key, value in items:
+            if isinstance(value, torch.Tensor):
+                value = value.detach().float().item() if value.numel() == 1 else None
+            if isinstance(value, (int, float)) and math.isfinite(float(value)):
+                self.log(f"train/{key}", float(value), batch_size=batch_size, on_step=True, on_epoch=False)
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch_size, on_step=True,
+                 on_epoch=False)
