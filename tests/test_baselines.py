@@ -241,3 +241,85 @@ def test_the_grpo_control_config_matches_copras(backbone):
               "temperature", "max_completion_length", "beta", "epsilon", "loss_type", "lr", "epochs", "grad_clip")
     for key in shared:
         assert copra.get(key) == static.get(key), key
+
+
+# ------------------------------------------------------------------------------------------------ config family
+METHOD_CLASSES = {"frozen": "copra_bench.baselines.FrozenVLM", "prompt_tuning": "copra_bench.baselines.PromptTuning",
+                  "lora_sft": "copra_bench.baselines.LoRASFT", "lora_grpo": "copra_bench.baselines.StaticLoRAGRPO",
+                  "copra": "copra_bench.copra.COPRA"}
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_CLASSES))
+def test_every_method_has_a_config_per_dataset_and_in_the_cross_domain_family(method):
+    folder = CONFIGS / "experiment" / "methods" / method
+    cells = sorted(p.stem for p in folder.glob("*.yaml"))
+    assert cells == sorted(["ucf_crime", "xd_violence", "shanghaitech", "ucf_crime_to_xd_violence",
+                            "synthetic_cross_domain"])
+    main_job = yaml.safe_load((CONFIGS / "cross_domain.yaml").read_text())
+    for cell in cells:
+        config = yaml.safe_load((folder / f"{cell}.yaml").read_text())
+        model = yaml.safe_load((folder / config["model"]).resolve().read_text())
+        assert model["class_path"] == METHOD_CLASSES[method]
+        data = (folder / config["data"]).resolve()
+        assert data.is_file()
+        if cell == "synthetic_cross_domain":
+            assert data == (CONFIGS / main_job["data"]).resolve()
+    for backbone in ("tiny", "qwen2vl_7b", "internvl3_8b"):
+        assert (CONFIGS / "model" / f"{method}_{backbone}.yaml").is_file()
+
+
+def test_a_method_config_runs_from_the_command_line(capsys):
+    from copra_bench.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / "experiment" / "methods" / "prompt_tuning" / "ucf_crime.yaml"),
+              "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == METHOD_CLASSES["prompt_tuning"]
+    assert printed["model"]["init_args"]["num_virtual_tokens"] == 20
+    assert printed["data"]["class_path"] == "copra_bench.datamodules.UCFCrimeDataModule"
+
+
+@pytest.mark.parametrize(("model", "option", "value", "message"), [
+    ("prompt_tuning_tiny", "num_virtual_tokens", "0", "num_virtual_tokens must be >= 1"),
+    ("lora_sft_tiny", "target_modules", "[q, qkv]", "unknown LoRA targets ['qkv']"),
+    ("lora_grpo_tiny", "loss_type", "ppo", "loss_type"),
+])
+def test_incompatible_options_fail_before_anything_runs(tmp_path, monkeypatch, capsys, model, option, value, message):
+    from copra_bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["fit", "--config", str(CONFIGS / "cross_domain.yaml"), "--model", str(CONFIGS / "model" / f"{model}.yaml"),
+                 f"--model.init_args.{option}", value])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err[-2000:]
+    assert not (tmp_path / "outputs").exists(), "nothing may run before the options are checked"
+
+
+def test_soft_prompt_gradient_matches_finite_differences():
+    """The gradient reaching the soft prompt through the embedding hook is the true one (not merely non-zero)."""
+    model = PromptTuning(num_virtual_tokens=3, backbone_dtype="float32", answer_loss="binary")
+    frames = torch.stack(_clips((48, 64), (48, 64), seed=3))
+    labels = torch.tensor([0, 1])
+
+    def loss() -> torch.Tensor:
+        with model.adapter.adaptation(1):
+            logits = model.backbone.answer_logits(frames, grad=True)
+        id0, id1 = model.backbone.answer_token_ids
+        return torch.nn.functional.cross_entropy(torch.stack((logits[:, id0], logits[:, id1]), dim=-1), labels)
+
+    model.adapter.embeddings.data = model.adapter.embeddings.data.double()
+    model.backbone.model.double()
+    value = loss()
+    (grad,) = torch.autograd.grad(value, [model.adapter.embeddings])
+    direction = torch.randn_like(grad, generator=torch.Generator().manual_seed(0))
+    eps = 1e-3  # the model's RMSNorm computes in float32 even in a float64 model: a smaller step drowns in it
+    with torch.no_grad():
+        model.adapter.embeddings += eps * direction
+        plus = loss()
+        model.adapter.embeddings -= 2 * eps * direction
+        minus = loss()
+    numeric = (plus - minus) / (2 * eps)
+    assert value.dtype == torch.float64
+    assert abs(numeric - (grad * direction).sum()) < 1e-3 * abs(float(numeric))
+    assert abs(float(numeric)) > 1e-8, "the soft prompt has no effect on the loss"

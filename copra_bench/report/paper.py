@@ -25,7 +25,7 @@ class PaperRow:
 PAPER_ROWS: tuple[PaperRow, ...] = (
     PaperRow("Qwen2-VL-7B-Instruct", "ucf_crime", "frozen", "auc", (59.36, 77.91, 81.31)),
     PaperRow("Qwen2-VL-7B-Instruct", "ucf_crime", "copra", "auc", (69.73, 84.69, 86.75)),
-    PaperRow("Qwen2-VL-7B-Instruct", "ucf_crime", "static_grpo", "auc", (61.34, 79.51, 83.00),
+    PaperRow("Qwen2-VL-7B-Instruct", "ucf_crime", "lora_grpo", "auc", (61.34, 79.51, 83.00),
              "static shared LoRA, same GRPO"),
     PaperRow("Qwen2-VL-7B-Instruct", "xd_violence", "frozen", "ap", (54.01, 62.01, 64.36)),
     PaperRow("Qwen2-VL-7B-Instruct", "xd_violence", "copra", "ap", (63.09, 72.60, 73.96)),
