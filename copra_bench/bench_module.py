@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -124,6 +125,12 @@ class BenchModule(L.LightningModule, abc.ABC):
         """Scores of a test/predict/validation batch. The default scores ``batch["frames"]``; a method that needs
         more of the batch (e.g. COPRA's per-chunk conditioning frames) overrides this instead of ``score_windows``."""
         return self.score_windows(batch["frames"])
+
+    def export_trained(self, directory: Path) -> Path | None:
+        """Write what the method learned in a form usable outside this project (e.g. a peft adapter) under
+        ``directory``; called on rank 0 when fit ends, and logged as the run's ``trained/`` artifacts. Default:
+        nothing (the checkpoint holds it)."""
+        return None
 
     # --------------------------------------------------------------------------------------------- counts for logs
     def parameter_counts(self) -> dict[str, int]:

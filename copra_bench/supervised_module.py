@@ -6,11 +6,13 @@ the assistant turn up to the answer prefix ``<answer>``) and is trained to put t
 reward). Scoring reads the same position, so the objective and the score agree.
 
 A subclass builds ``self.adapter``, a module with ``adaptation(repeats) -> context manager`` inside which the
-backbone is adapted (a soft prompt, a LoRA) and whose trainable parameters are the method's.
+backbone is adapted (a soft prompt, a LoRA), whose trainable parameters are the method's, and with
+``save_pretrained(directory)`` writing it for use outside the project (the run's ``trained/`` artifacts).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -44,6 +46,9 @@ class SupervisedMethod(TrainedModule):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.adapter.parameters() if p.requires_grad]
+
+    def export_trained(self, directory: Path) -> Path:
+        return self.adapter.save_pretrained(directory)
 
     def score_windows(self, frames: Any) -> ScoreOutput:
         with self.adapter.adaptation(1):

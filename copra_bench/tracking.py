@@ -214,6 +214,14 @@ class RunArtifacts(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.timing["fit_s"] = time.perf_counter() - self._started.pop("fit", time.perf_counter())
+        run_dir = self._output_dir(trainer)
+        export = getattr(pl_module, "export_trained", None)
+        if run_dir is not None and export is not None and trainer.global_step > 0:
+            written = export(run_dir / "trained")
+            logger = _mlflow(trainer)
+            if written is not None and logger is not None:
+                for path in sorted(Path(written).iterdir()):
+                    logger.log_artifact(path, "trained")
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started["test"] = time.perf_counter()

@@ -323,3 +323,28 @@ def test_soft_prompt_gradient_matches_finite_differences():
     assert value.dtype == torch.float64
     assert abs(numeric - (grad * direction).sum()) < 1e-3 * abs(float(numeric))
     assert abs(float(numeric)) > 1e-8, "the soft prompt has no effect on the loss"
+
+
+def test_trained_lora_is_exported_as_a_peft_adapter(tmp_path):
+    """The run's trained/ folder loads with plain peft on the same checkpoint and scores like the method."""
+    from peft import PeftModel
+
+    model = LoRASFT(**LORA, target_modules=["q", "v", "down"])
+    _randomise(model.adapter.lora_parameters())
+    frames = torch.stack(_clips((48, 64), (48, 64), seed=5))
+    expected = model.score_windows(frames).p_anomaly
+    path = model.export_trained(tmp_path / "trained")
+    fresh = VLMBackbone.load("tiny-qwen2-vl")
+    assert not torch.allclose(fresh.score(frames).p_anomaly, expected)
+    PeftModel.from_pretrained(fresh.model, str(path))  # adapts fresh.model's modules in place
+    torch.testing.assert_close(fresh.score(frames).p_anomaly, expected, atol=1e-6, rtol=0)
+
+
+def test_trained_soft_prompt_is_exported(tmp_path):
+    from safetensors.torch import load_file
+
+    model = PromptTuning(num_virtual_tokens=3)
+    path = model.export_trained(tmp_path / "trained")
+    torch.testing.assert_close(load_file(str(path / "soft_prompt.safetensors"))["embeddings"],
+                               model.adapter.embeddings.detach())
+    assert '"num_virtual_tokens": 3' in (path / "soft_prompt.json").read_text()

@@ -94,8 +94,15 @@ def test_non_finite_generator_stops_naming_step_and_videos(small_world, tmp_path
 
 
 @pytest.mark.slow
-def test_a_killed_fit_resumes_from_last_checkpoint_in_the_same_run(tmp_path, monkeypatch, synth_cache):
-    """``fit --ckpt_path last`` continues a run that died: same MLflow run, generator/optimizer/step restored."""
+@pytest.mark.parametrize(("class_path", "init_args"), [
+    ("copra_bench.copra.COPRA", TINY),
+    ("copra_bench.baselines.LoRASFT", dict(rank=2, alpha=4.0, lr=1e-2, answer_loss="binary")),
+])
+def test_a_killed_fit_resumes_from_last_checkpoint_in_the_same_run(tmp_path, monkeypatch, synth_cache, class_path,
+                                                                   init_args):
+    """``fit --ckpt_path last`` continues a run that died: same MLflow run, trained tensors/optimizer/step
+    restored (COPRA's generator; a baseline's LoRA, which lives inside the backbone's modules)."""
+    import importlib
     import sqlite3
 
     import yaml
@@ -104,9 +111,11 @@ def test_a_killed_fit_resumes_from_last_checkpoint_in_the_same_run(tmp_path, mon
 
     from .test_cli import MAIN, _small_data_config
 
+    module, name = class_path.rsplit(".", 1)
+    method = getattr(importlib.import_module(module), name)
     monkeypatch.chdir(tmp_path)
     model = tmp_path / "model.yaml"
-    model.write_text(yaml.safe_dump({"class_path": "copra_bench.copra.COPRA", "init_args": TINY}))
+    model.write_text(yaml.safe_dump({"class_path": class_path, "init_args": init_args}))
     trainer = tmp_path / "trainer.yaml"
     trainer.write_text(yaml.safe_dump({
         "max_steps": 4, "log_every_n_steps": 1, "num_sanity_val_steps": 0, "limit_val_batches": 0, "enable_progress_bar": False,
@@ -116,7 +125,7 @@ def test_a_killed_fit_resumes_from_last_checkpoint_in_the_same_run(tmp_path, mon
     argv = ["fit", "--config", MAIN, "--data", _small_data_config(tmp_path, synth_cache), "--model", str(model),
             "--trainer", str(trainer), "--data.init_args.batch_size", "1", "--test_after_fit", "false"]
 
-    original = COPRA.training_step
+    original = method.training_step
     trained: list[int] = []
 
     def recording(self, batch, batch_idx):
@@ -128,12 +137,12 @@ def test_a_killed_fit_resumes_from_last_checkpoint_in_the_same_run(tmp_path, mon
             raise RuntimeError("node lost")
         return recording(self, batch, batch_idx)
 
-    monkeypatch.setattr(COPRA, "training_step", dies_at_third_step)
+    monkeypatch.setattr(method, "training_step", dies_at_third_step)
     with pytest.raises(RuntimeError, match="node lost"):
         main(argv)
     (last,) = tmp_path.glob("outputs/*/*/checkpoints/last.ckpt")
     assert torch.load(last, weights_only=False)["global_step"] == 2
-    monkeypatch.setattr(COPRA, "training_step", recording)
+    monkeypatch.setattr(method, "training_step", recording)
 
     assert main([*argv, "--ckpt_path", "last"]) == 0
     # 4 training videos, batch 1, 4 steps = one epoch: the resumed run trains on the two the dead one had not seen
@@ -144,7 +153,10 @@ def test_a_killed_fit_resumes_from_last_checkpoint_in_the_same_run(tmp_path, mon
     state = torch.load(last, weights_only=False)
     assert state["global_step"] == 4
     assert state["optimizer_states"][0]["state"], "optimizer moments must be saved"
-    assert not any(k.startswith("backbone.") or ".backbone." in k for k in state["state_dict"])
+    # never the frozen VLM: the only backbone tensors are a baseline's LoRA
+    backbone_keys = [k for k in state["state_dict"] if k.startswith("backbone.") or ".backbone." in k]
+    assert all(".lora_" in k for k in backbone_keys)
+    assert bool(backbone_keys) == (name == "LoRASFT")
     steps = [s for (s,) in db.execute("select step from metrics where key='train/loss' and run_uuid=?", (run_id,))]
     assert sorted(steps) == [0, 1, 2, 3], "each optimisation step is logged once, across the kill"
 

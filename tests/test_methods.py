@@ -84,6 +84,25 @@ class MethodContract:
         assert trainable <= set(checkpoint["state_dict"])
 
 
+    def test_checkpoint_restores_the_trained_state(self, tmp_path):
+        model = self.make_model(frames_per_window=4, keep_features=False)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # a trained state that differs from the initial one
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(torch.randn(p.shape, generator=g).to(p) * 0.1)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, max_epochs=0,
+                            default_root_dir=str(tmp_path))
+        trainer.strategy.connect(model)
+        trainer.save_checkpoint(tmp_path / "m.ckpt")
+        restored = type(model).load_from_checkpoint(tmp_path / "m.ckpt")
+        frames = torch.randint(0, 256, (2, 4, 48, 64, 3), dtype=torch.uint8, generator=g)
+        expected = model.score_windows(frames).p_anomaly
+        assert torch.equal(restored.score_windows(frames).p_anomaly, expected)
+        if any(p.requires_grad for p in model.parameters()):
+            assert not torch.equal(self.make_model(frames_per_window=4).score_windows(frames).p_anomaly, expected)
+
+
 class TestFrozen(MethodContract):
     def make_model(self, **kwargs):
         return FrozenVLM(**kwargs)

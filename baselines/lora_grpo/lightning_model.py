@@ -8,6 +8,7 @@ The paper's Table 3 control: same rewards, G, sampling, beta, epsilon, loss type
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from copra_bench.baselines.lora_sft.lightning_model import MergedForTest
@@ -41,6 +42,9 @@ class StaticLoRAGRPO(MergedForTest, GRPOMethod):
 
     def trainable_parameters(self) -> list:
         return self.adapter.lora_parameters()
+
+    def export_trained(self, directory: Path) -> Path:
+        return self.adapter.save_pretrained(directory)
 
     def score_windows(self, frames: Any) -> ScoreOutput:
         with self.adapter.adaptation(1):

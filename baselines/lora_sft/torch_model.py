@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -48,9 +49,10 @@ class StaticLoRA(nn.Module):
             raise CopraError(f"model.rank must be >= 1, got {rank}")
         self.backbone = backbone
         self.target_names = self._module_names(backbone, target_modules, layers)
-        config = LoraConfig(r=int(rank), lora_alpha=float(alpha), lora_dropout=0.0, bias="none",
-                            target_modules=self.target_names, init_lora_weights=True)
-        inject_adapter_in_model(config, backbone.model)
+        self.config = LoraConfig(r=int(rank), lora_alpha=float(alpha), lora_dropout=0.0, bias="none",
+                                 target_modules=self.target_names, init_lora_weights=True,
+                                 base_model_name_or_path=backbone.name)
+        inject_adapter_in_model(self.config, backbone.model)
         self._layers = [m for m in backbone.model.modules() if isinstance(m, LoraLayer)]
         if len(self._layers) != len(self.target_names):
             raise CopraError(f"peft adapted {len(self._layers)} modules, expected {len(self.target_names)}")
@@ -109,6 +111,24 @@ class StaticLoRA(nn.Module):
         for layer in self._layers:
             if layer.merged:
                 layer.unmerge()
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the LoRA as a peft adapter directory (``adapter_config.json``, ``adapter_model.safetensors``):
+        ``PeftModel.from_pretrained(model, path)`` applies it to the same checkpoint outside this project."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(str(path))
+        modules = dict(self.backbone.model.named_modules())
+        tensors = {}
+        for name in self.target_names:
+            layer = modules[name]
+            for matrix in ("lora_A", "lora_B"):
+                weight = getattr(layer, matrix)["default"].weight
+                tensors[f"base_model.model.{name}.{matrix}.weight"] = weight.detach().cpu().contiguous()
+        save_file(tensors, str(path / "adapter_model.safetensors"))
+        return path
 
     # ------------------------------------------------------------------------------------------- adaptation
     def adaptation(self, repeats: int = 1) -> contextlib.AbstractContextManager:

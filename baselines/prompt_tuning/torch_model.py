@@ -16,7 +16,9 @@ prompt; its embedding row is never read.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -77,6 +79,20 @@ class SoftPrompt(nn.Module):
 
     def num_values(self) -> int:
         return self.embeddings.numel()
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the learned embeddings (``soft_prompt.safetensors``, ``[n, hidden]`` float32) and where they go
+        (``soft_prompt.json``)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({"embeddings": self.embeddings.detach().cpu().contiguous()}, str(path / "soft_prompt.safetensors"))
+        (path / "soft_prompt.json").write_text(json.dumps({
+            "num_virtual_tokens": self.num_virtual_tokens, "backbone": self.backbone.name,
+            "position": "in front of the prompt, after left padding; text positions 0..n-1, the rest shifted by n",
+            "system_prompt": self.backbone.system_prompt, "user_prompt": self.backbone.user_prompt}, indent=2))
+        return path
 
     # ------------------------------------------------------------------------------------------- adaptation
     def adaptation(self, repeats: int = 1) -> contextlib.AbstractContextManager:
