@@ -9,6 +9,7 @@ and video-level validation. A method writes only what differs: how a batch of wi
 from __future__ import annotations
 
 import abc
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,10 @@ import numpy as np
 import torch
 
 from copra_bench.errors import CopraError, EvaluationError
+
+# Checkpoints leave the frozen backbone out on purpose and on_load_checkpoint refuses one that lacks a trained
+# tensor, so Lightning's warning listing every frozen key on load says nothing useful.
+warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in the checkpoint")
 from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector
 from copra_bench.evaluation.metrics import video_auc
 from copra_bench.evaluation.postprocess import DEFAULT_PRESET

@@ -171,7 +171,9 @@ def test_lora_is_merged_for_test_and_scores_the_same(small_world):
     handles = [layer.lora_A["default"].register_forward_hook(lambda *_: lora_calls.append(1))
                for layer in model.adapter._layers]
     model.adapter.merge()
+    model.backbone.score(frames)  # a forward outside the adaptation must not silently unmerge it
     merged = model.score_windows(frames).p_anomaly
+    assert model.adapter.merged
     model.adapter.unmerge()
     assert not lora_calls, "a merged LoRA must not run its low-rank path"
     torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)

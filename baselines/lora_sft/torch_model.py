@@ -101,16 +101,21 @@ class StaticLoRA(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> None:
-        """Add B A * scale into the base weights: a forward then costs what the frozen model's costs."""
+        """Add B A * scale into the base weights: a forward then costs what the frozen model's costs. While merged
+        the backbone is the adapted model inside and outside :meth:`adaptation` (peft would unmerge a disabled
+        layer on its next forward), until :meth:`unmerge`."""
         for layer in self._layers:
             if not layer.merged:
                 layer.merge()
+        self._set_enabled(True)
 
     @torch.no_grad()
     def unmerge(self) -> None:
+        """Subtract the LoRA from the base weights again (restored to float rounding); the adapters are off."""
         for layer in self._layers:
             if layer.merged:
                 layer.unmerge()
+        self._set_enabled(False)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the LoRA as a peft adapter directory (``adapter_config.json``, ``adapter_model.safetensors``):
