@@ -350,3 +350,51 @@ def test_trained_soft_prompt_is_exported(tmp_path):
     torch.testing.assert_close(load_file(str(path / "soft_prompt.safetensors"))["embeddings"],
                                model.adapter.embeddings.detach())
     assert '"num_virtual_tokens": 3' in (path / "soft_prompt.json").read_text()
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_static_adaptations_train_and_merge():
+    """bf16 backbone on CUDA: float32 LoRA / soft prompt get gradients, and the merged LoRA scores like the
+    unmerged one (to bf16 rounding)."""
+    frames = torch.stack(_clips((48, 64), (48, 64), seed=9))
+    model = LoRASFT(**LORA, backbone_dtype="bfloat16").to("cuda")
+    _randomise(model.adapter.lora_parameters())
+    assert all(p.dtype == torch.float32 and p.is_cuda for p in model.adapter.lora_parameters())
+    with model.adapter.adaptation(1):
+        logits = model.backbone.answer_logits(frames, grad=True)
+    model.answer_loss_of(logits, torch.tensor([0, 1]))[0].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.adapter.lora_parameters())
+    unmerged = model.score_windows(frames).p_anomaly
+    model.adapter.merge()
+    torch.testing.assert_close(model.score_windows(frames).p_anomaly, unmerged, atol=2e-2, rtol=0)
+    prompt = PromptTuning(num_virtual_tokens=4, backbone_dtype="bfloat16").to("cuda")
+    with prompt.adapter.adaptation(1):
+        logits = prompt.backbone.answer_logits(frames, grad=True)
+    prompt.answer_loss_of(logits, torch.tensor([0, 1]))[0].backward()
+    assert prompt.adapter.embeddings.grad is not None and prompt.adapter.embeddings.dtype == torch.float32
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "counts"), [("lora_sft_tiny", ("lora_values",)),
+                                                ("prompt_tuning_tiny", ("soft_prompt_values",))])
+def test_a_baseline_run_logs_its_size_and_exports_what_it_learned(tmp_path, monkeypatch, synth_cache, model, counts):
+    import sqlite3
+
+    from copra_bench.cli import main
+
+    from .test_cli import MAIN, _small_data_config
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", MAIN, "--data", _small_data_config(tmp_path, synth_cache),
+                 "--model", str(CONFIGS / "model" / f"{model}.yaml"), "--model.init_args.epochs", "1"]) == 0
+    db = sqlite3.connect(tmp_path / "mlflow.db")
+    (run_id, name, status), = db.execute("select run_uuid, name, status from runs").fetchall()
+    assert status == "FINISHED" and name.startswith(model.removesuffix("_tiny"))
+    params = dict(db.execute("select key, value from params where run_uuid=?", (run_id,)).fetchall())
+    assert int(params["model.params_total"]) > int(params["model.params_trainable"]) > 0
+    assert all(int(params[f"model.{key}"]) == int(params["model.params_trainable"]) for key in counts)
+    artifacts = Path(db.execute("select artifact_uri from runs").fetchone()[0].replace("file://", ""))
+    exported = sorted(p.name for p in (artifacts / "trained").iterdir())
+    assert exported == (["adapter_config.json", "adapter_model.safetensors"] if "lora" in model
+                        else ["soft_prompt.json", "soft_prompt.safetensors"])
+    assert (artifacts / "metrics.json").is_file()
