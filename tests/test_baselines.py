@@ -198,6 +198,8 @@ def test_lora_rejects_unknown_targets_and_layers():
         LoRASFT(target_modules=["qkv"])
     with pytest.raises(CopraError, match="out of range"):
         LoRASFT(layers=[7])
+    with pytest.raises(CopraError, match="model.layers is empty"):
+        StaticLoRAGRPO(layers=[])
 
 
 def test_supervised_nan_stops_before_the_optimiser_step(small_world):

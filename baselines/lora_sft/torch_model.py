@@ -79,6 +79,8 @@ class StaticLoRA(nn.Module):
             if bad:
                 raise CopraError(f"model.layers: indices {bad} out of range for a {n}-layer language model")
             chosen = sorted({int(i) % n for i in layers})
+            if not chosen:
+                raise CopraError("model.layers is empty: give LM layer indices, or null for all layers")
         wanted = {id(mapping.target_module(decoder[i], t)) for i in chosen for t in dict.fromkeys(targets)}
         return [name for name, module in backbone.model.named_modules() if id(module) in wanted]
 
