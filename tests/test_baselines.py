@@ -400,3 +400,22 @@ def test_a_baseline_run_logs_its_size_and_exports_what_it_learned(tmp_path, monk
     assert exported == (["adapter_config.json", "adapter_model.safetensors"] if "lora" in model
                         else ["soft_prompt.json", "soft_prompt.safetensors"])
     assert (artifacts / "metrics.json").is_file()
+
+
+def test_soft_prompt_without_spare_embedding_rows_uses_a_token_absent_from_the_prompt():
+    backbone = VLMBackbone.load("tiny-qwen2-vl")
+    clips = _clips((48, 64), (96, 112))
+    spare = SoftPrompt(backbone, num_virtual_tokens=3)
+    assert spare.placeholder_id == len(backbone.tokenizer)  # a row no text maps to
+    with spare.adaptation():
+        with_spare_row = backbone.score(clips).p_anomaly
+    backbone.model.resize_token_embeddings(len(backbone.tokenizer))  # no row left beyond the tokenizer's
+    prompt = SoftPrompt(backbone, num_virtual_tokens=3)
+    prompt.embeddings.data.copy_(spare.embeddings.data)
+    prompt_ids = set(backbone.prepare_inputs(clips, with_answer_prefix=True)["input_ids"].flatten().tolist())
+    assert prompt.placeholder_id < len(backbone.tokenizer) and prompt.placeholder_id not in prompt_ids
+    assert prompt.placeholder_id not in backbone.tokenizer.all_special_ids
+    with prompt.adaptation():
+        scores = backbone.score(clips).p_anomaly
+    # the placeholder's own embedding row is never read: the same soft prompt gives the same scores
+    torch.testing.assert_close(scores, with_spare_row, atol=1e-6, rtol=0)
