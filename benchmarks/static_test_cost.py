@@ -31,10 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from adaptation_overhead import build_backbone, interleaved  # noqa: E402
-
-from copra_bench.baselines.lora_sft.torch_model import StaticLoRA  # noqa: E402
-from copra_bench.baselines.prompt_tuning.torch_model import SoftPrompt  # noqa: E402
+from adaptation_overhead import build_backbone, interleaved
+from copra_bench.baselines.lora_sft.torch_model import StaticLoRA
+from copra_bench.baselines.prompt_tuning.torch_model import SoftPrompt
 
 
 def main(argv=None) -> dict:

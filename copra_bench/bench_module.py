@@ -19,10 +19,6 @@ import numpy as np
 import torch
 
 from copra_bench.errors import CopraError, EvaluationError
-
-# Checkpoints leave the frozen backbone out on purpose and on_load_checkpoint refuses one that lacks a trained
-# tensor, so Lightning's warning listing every frozen key on load says nothing useful.
-warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in the checkpoint")
 from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector
 from copra_bench.evaluation.metrics import video_auc
 from copra_bench.evaluation.postprocess import DEFAULT_PRESET
@@ -33,6 +29,10 @@ from copra_bench.evaluation.protocol import (
     evaluate_test_set,
 )
 from copra_bench.vlm import ScoreOutput, VLMBackbone
+
+# Checkpoints leave the frozen backbone out on purpose and on_load_checkpoint refuses one that lacks a trained
+# tensor, so Lightning's warning listing every frozen key on load says nothing useful.
+warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in the checkpoint")
 
 
 @dataclass

@@ -12,11 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from copra_bench.baselines import FrozenVLM, LoRASFT, PromptTuning, StaticLoRAGRPO
-from copra_bench.baselines.prompt_tuning import POSITION_SCHEMES, PromptTuningError, SoftPrompt
-from copra_bench.copra import COPRA, mapping_for
+from copra_bench.baselines.prompt_tuning import (
+    POSITION_SCHEMES,
+    PromptTuningError,
+    SoftPrompt,
+)
 from copra_bench.datamodules import SyntheticUCFCrimeDataModule
+
+from copra_bench.copra import COPRA, mapping_for
 from copra_bench.errors import CopraError
 from copra_bench.rl import TrainingError
 from copra_bench.vlm import VLMBackbone

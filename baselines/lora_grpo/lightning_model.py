@@ -13,6 +13,7 @@ from typing import Any
 
 from copra_bench.baselines.lora_sft.lightning_model import MergedForTest
 from copra_bench.baselines.lora_sft.torch_model import StaticLoRA
+
 from copra_bench.copra.layout import ALL_TARGETS
 from copra_bench.rl.method import GRPOMethod
 from copra_bench.vlm import ScoreOutput

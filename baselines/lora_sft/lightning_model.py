@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from copra_bench.baselines.lora_sft.torch_model import StaticLoRA
+
 from copra_bench.copra.layout import ALL_TARGETS
 from copra_bench.supervised_module import SupervisedMethod
 

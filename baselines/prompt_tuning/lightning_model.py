@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from copra_bench.baselines.prompt_tuning.torch_model import SoftPrompt
+
 from copra_bench.supervised_module import SupervisedMethod
 
 
