@@ -39,9 +39,9 @@ class SupervisedMethod(TrainedModule):
     adapter: torch.nn.Module
 
     def __init__(self, *, answer_loss: AnswerLoss = "lm", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
         if answer_loss not in ("lm", "binary"):
             raise CopraError(f"model.answer_loss must be 'lm' or 'binary', got {answer_loss!r}")
+        super().__init__(**kwargs)
         self.answer_loss = answer_loss
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from copra_bench.bench_module import BenchModule
+from copra_bench.errors import CopraError
 from copra_bench.rl.engine import TrainingError
 
 # The frozen VLM stays in eval mode on purpose (no dropout anywhere, as in VLM-R1), and the checkpoints of a
@@ -47,13 +48,12 @@ class TrainedModule(BenchModule):
 
     def __init__(self, *, lr: float = 1e-4, weight_decay: float = 0.0, grad_clip: float = 1.0,
                  warmup_steps: int = 0, epochs: int = 1, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        from copra_bench.errors import CopraError
-
+        # Checked before the backbone loads (minutes for a 7B checkpoint).
         if not lr > 0:
             raise CopraError(f"model.lr must be > 0, got {lr}")
         if epochs < 0 or warmup_steps < 0:
             raise CopraError(f"model.epochs and model.warmup_steps must be >= 0, got {epochs} and {warmup_steps}")
+        super().__init__(**kwargs)
         self.automatic_optimization = False
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
@@ -73,8 +73,6 @@ class TrainedModule(BenchModule):
     def configure_optimizers(self) -> Any:
         params = self.trainable_parameters()
         if not params:
-            from copra_bench.errors import CopraError
-
             raise CopraError(f"{type(self).__name__} has no trainable parameter: nothing to fit")
         optimizer = torch.optim.AdamW(params, lr=self.lr, betas=(0.9, 0.999), eps=1e-8,
                                       weight_decay=self.weight_decay)

@@ -53,11 +53,11 @@ class COPRA(GRPOMethod):
                  generator_heads: int = 8, segment_size: int = 512, global_latent: bool = True,
                  granularity: Granularity = "window", chunk_seconds: float = 120.0, condition_cache_size: int = 16,
                  generator_checkpointing: bool = False, lr: float = 1e-6, **kwargs: Any) -> None:
-        super().__init__(lr=lr, **kwargs)
         if granularity not in ("window", "chunk", "video"):
             raise CopraError(f"model.granularity must be 'window', 'chunk' or 'video', got {granularity!r}")
         if granularity == "chunk" and not chunk_seconds > 0:
             raise CopraError(f"model.chunk_seconds must be > 0 for granularity 'chunk', got {chunk_seconds}")
+        super().__init__(lr=lr, **kwargs)
         self.model = COPRAModel(self.backbone, rank=rank, alpha=alpha, target_modules=list(target_modules),
                                 layers=None if layers is None else list(layers), depth=generator_depth,
                                 width=generator_width, heads=generator_heads, segment_size=segment_size,

@@ -15,6 +15,7 @@ from copra_bench.trained_module import TrainedModule
 
 from .engine import Adaptation, GRPOEngine, TrainingError
 from .grpo import GRPOConfig
+from .rewards import resolve_rewards
 from .vlm_policy import VLMPolicy
 
 
@@ -42,10 +43,14 @@ class GRPOMethod(TrainedModule):
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, max_completion_length: int = 64,
                  beta: float = 0.1, epsilon: float = 0.2, loss_type: str = "grpo", num_iterations: int = 1,
                  rewards: Sequence[str] | None = None, **kwargs: Any) -> None:
+        # Checked before the backbone loads (minutes for a 7B checkpoint): bad settings fail at config time.
+        config = GRPOConfig(num_generations=num_generations, temperature=temperature, top_p=top_p, top_k=top_k,
+                            max_completion_length=max_completion_length, epsilon=epsilon, beta=beta,
+                            loss_type=loss_type, num_iterations=num_iterations)
+        if rewards is not None:
+            resolve_rewards(list(rewards))
         super().__init__(**kwargs)
-        self.grpo_config = GRPOConfig(num_generations=num_generations, temperature=temperature, top_p=top_p,
-                                      top_k=top_k, max_completion_length=max_completion_length, epsilon=epsilon,
-                                      beta=beta, loss_type=loss_type, num_iterations=num_iterations)
+        self.grpo_config = config
         self.steps_per_batch = self.grpo_config.num_iterations
         self.engine = GRPOEngine(VLMPolicy(self.backbone, mode=rollout_mode), self.grpo_config,
                                  None if rewards is None else list(rewards))
