@@ -6,8 +6,9 @@ from copra_bench.datamodules.multi_source import MultiSourceDataModule
 from copra_bench.datamodules.records import VideoRecord, intervals_to_gt
 from copra_bench.datamodules.release import ReleaseDataModule
 from copra_bench.datamodules.shanghaitech import ShanghaiTechDataModule
-from copra_bench.datamodules.synthetic_modules import SyntheticShanghaiTechDataModule, SyntheticXDViolenceDataModule
-from copra_bench.datamodules.synthetic_ucf import SyntheticUCFCrimeDataModule
+from copra_bench.datamodules.synthetic import (
+    SyntheticShanghaiTechDataModule, SyntheticUCFCrimeDataModule, SyntheticXDViolenceDataModule,
+)
 from copra_bench.datamodules.ucf_crime import UCFCrimeDataModule
 from copra_bench.datamodules.xd_violence import XDViolenceDataModule
 

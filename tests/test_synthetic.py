@@ -16,7 +16,8 @@ from copra_bench.datamodules.synthetic import (
     DOMAINS, GENERATOR_VERSION, LAYOUTS, UCF_CRIME_CLASSES, SyntheticSpec, build_plan, cache_path, ensure_synthetic,
     generate_ucf_crime, main_synth, plan_videos,
 )
-from copra_bench.datamodules.synthetic_render import EVENT_RENDERERS, render_video
+from copra_bench.datamodules.synthetic.events import EVENT_RENDERERS
+from copra_bench.datamodules.synthetic.render import render_video
 
 SMALL = dict(num_train_normal=2, num_train_abnormal=2, num_test_normal=2, num_test_abnormal=2, fps=8,
              min_seconds=3.0, max_seconds=4.0, frame_size=32)

@@ -1,6 +1,6 @@
 """The synthetic world read through each real reader: XD-Violence and ShanghaiTech layouts (UCF-Crime: see
-:mod:`copra_bench.datamodules.synthetic_ucf`). Generated on first use into the cache, then read exactly like a real
-copy of the release, so every reader is tested end to end on decodable videos (or frame folders)."""
+:mod:`copra_bench.datamodules.synthetic.ucf_crime`). Generated on first use into the cache, then read exactly like a
+real copy of the release, so every reader is tested end to end on decodable videos (or frame folders)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 from copra_bench.datamodules.base import Split
 from copra_bench.datamodules.records import VideoRecord
 from copra_bench.datamodules.shanghaitech import ShanghaiTechDataModule
-from copra_bench.datamodules.synthetic import SyntheticSpec, ensure_synthetic
+from copra_bench.datamodules.synthetic.cache import ensure_synthetic
+from copra_bench.datamodules.synthetic.spec import SyntheticSpec
 from copra_bench.datamodules.xd_violence import XDViolenceDataModule
 
 

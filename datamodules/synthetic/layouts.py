@@ -1,8 +1,12 @@
-"""The synthetic world written in the XD-Violence and ShanghaiTech (weakly supervised) release layouts.
+"""The synthetic world written in the real release layouts: UCF-Crime, XD-Violence and ShanghaiTech (weakly supervised).
 
-Same videos as the UCF-Crime layout of a spec (:func:`~copra_bench.datamodules.synthetic.plan_videos`), renamed and
+Every layout holds the same videos of a spec (:func:`~copra_bench.datamodules.synthetic.spec.plan_videos`), named and
 filed the way each release does, with its own annotation format, so every real reader is tested end to end:
 
+* ``ucf_crime``: ``Anomaly-Videos-Part-1/<Class>/<Class>NNN_x264.mp4``, normal videos in
+  ``Training_Normal_Videos_Anomaly/`` and ``Testing_Normal_Videos_Anomaly/``, the split lists in
+  ``Anomaly_Detection_splits/`` and ``Temporal_Anomaly_Annotation_for_Testing_Videos.txt`` (see
+  :func:`generate_ucf_crime`).
 * ``xd_violence``: ``train/<name>.mp4``, ``test/<name>.mp4`` with XD names carrying label codes
   (``Synth.Fighting.001__#00-00-00_label_B1-0-0``, normal ``..._label_A``) and ``annotations.txt``
   (``name s1 e1 [s2 e2]``, end exclusive; every other name carries ``.mp4``, like 14 names of the real file).
@@ -10,29 +14,37 @@ filed the way each release does, with its own annotation format, so every real r
   ``testing/test_frame_mask/<name>.npy``), normal videos training-part videos ``01_NNN``
   (``training/videos/<name>.avi``, or ``training/frames/<name>/`` with ``frames``), and ``SH_Train.txt`` /
   ``SH_Test.txt``, as in Zhong et al.'s split of the real release.
+
+Each generator writes ``synthetic_meta.json`` (the spec, the domain style and every video with its events) and, last,
+the ``.complete`` marker, and is registered in :data:`LAYOUTS` under its layout name.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from copra_bench.datamodules.synthetic import (
-    COMPLETE_MARKER, DOMAINS, GENERATOR_VERSION, LAYOUTS, META_FILE, SyntheticSpec, SyntheticVideo, build_plan,
-    plan_videos, write_frames, write_video,
+from copra_bench.datamodules.synthetic.render import render_chunks
+from copra_bench.datamodules.synthetic.scene import DOMAINS
+from copra_bench.datamodules.synthetic.spec import (
+    GENERATOR_VERSION, SyntheticSpec, SyntheticVideo, build_plan, plan_videos,
 )
-from copra_bench.datamodules.synthetic_render import render_chunks
+from copra_bench.datamodules.synthetic.writers import write_frames, write_video
 
+COMPLETE_MARKER = ".complete"
+META_FILE = "synthetic_meta.json"
 #: Synthetic anomaly kind -> XD-Violence label code (B1 fighting, B4 riot, B5 abuse, B6 car accident, G explosion).
 XD_CODE_OF = {"Fighting": "B1", "Explosion": "G", "Arson": "G", "RoadAccidents": "B6", "Robbery": "B5",
               "Vandalism": "B4"}
 
 
 def _start(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and drop a stale ``.complete`` marker: the folder is incomplete until :func:`_finish`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / COMPLETE_MARKER).unlink(missing_ok=True)
@@ -40,11 +52,58 @@ def _start(out_dir: str | Path) -> Path:
 
 
 def _finish(out: Path, layout: str, spec: SyntheticSpec, frames: bool, videos: list[dict]) -> Path:
+    """Write ``synthetic_meta.json`` and, last, the ``.complete`` marker; returns ``out``."""
     meta = {"layout": layout, "frames": frames, "spec": asdict(spec), "generator_version": GENERATOR_VERSION,
             "event_convention": "end_exclusive", "domain_style": asdict(DOMAINS[spec.domain]), "videos": videos}
     (out / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     (out / COMPLETE_MARKER).write_text(f"generator_version={GENERATOR_VERSION}\n")
     return out
+
+
+def generate_ucf_crime(out_dir: str | Path, spec: SyntheticSpec, *, progress: bool = True,
+                       frames: bool = False) -> Path:
+    """Write the spec's videos in the UCF-Crime release layout under ``out_dir``.
+
+    Writes ``Anomaly-Videos-Part-1/<Class>/<Class>NNN_x264.mp4``, ``Training_Normal_Videos_Anomaly/
+    Normal_VideosNNN_x264.mp4``, ``Testing_Normal_Videos_Anomaly/Normal_Videos_NNN_x264.mp4``, the split lists in
+    ``Anomaly_Detection_splits/``, ``Temporal_Anomaly_Annotation_for_Testing_Videos.txt`` (test videos only, events
+    as ``start end_exclusive``, -1 padding), ``synthetic_meta.json`` and, last, the ``.complete`` marker.
+
+    Args:
+        out_dir: output folder (created; existing files of the same names are overwritten).
+        spec: what to synthesise.
+        progress: show a tqdm bar over the videos.
+        frames: write each video as a frame folder ``<relpath without .mp4>/000001.jpg ...`` instead of a file.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    out = _start(out_dir)
+    videos = plan_videos(spec)
+    bar = tqdm(videos, desc=f"synthesising UCF-Crime layout, domain {spec.domain}", unit="video",
+               disable=not progress)
+    for video in bar:
+        path = out / video.relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = write_video(path, render_chunks(build_plan(spec, video)), fps=spec.fps, frames=frames)
+        assert written == video.num_frames, (video.name, written)
+
+    def order(v: SyntheticVideo) -> tuple:  # abnormal classes grouped (alphabetically), then normals, like the release
+        return (1 - v.label, v.cls if v.label else "", v.number)
+
+    splits = out / "Anomaly_Detection_splits"
+    splits.mkdir(exist_ok=True)
+    for split, fname in (("train", "Anomaly_Train.txt"), ("test", "Anomaly_Test.txt")):
+        rows = sorted((v for v in videos if v.split == split), key=order)
+        (splits / fname).write_text("".join(v.relpath.removeprefix("Anomaly-Videos-Part-1/") + "\n" for v in rows))
+    lines = []
+    for v in sorted((v for v in videos if v.split == "test"), key=order):
+        bounds = [x for s, e, _ in v.events for x in (s, e)] + [-1] * (4 - 2 * len(v.events))
+        lines.append("  ".join([f"{v.name}.mp4", v.cls, *map(str, bounds)]) + "\n")
+    (out / "Temporal_Anomaly_Annotation_for_Testing_Videos.txt").write_text("".join(lines))
+    metas = [{**v.meta(spec.fps), "relpath": str(Path(v.relpath).with_suffix("")) if frames else v.relpath}
+             for v in videos]
+    return _finish(out, "ucf_crime", spec, frames, metas)
 
 
 def xd_name(video: SyntheticVideo) -> str:
@@ -123,4 +182,13 @@ def generate_shanghaitech(out_dir: str | Path, spec: SyntheticSpec, *, progress:
     return _finish(out, "shanghaitech", spec, frames, metas)
 
 
-LAYOUTS.update({"xd_violence": generate_xd_violence, "shanghaitech": generate_shanghaitech})
+#: Layout name -> generator ``(out_dir, spec, *, progress=True, frames=False) -> out_dir``.
+LAYOUTS: dict[str, Callable[..., Path]] = {"ucf_crime": generate_ucf_crime, "xd_violence": generate_xd_violence,
+                                           "shanghaitech": generate_shanghaitech}
+
+
+def layout_generator(layout: str) -> Callable[..., Path]:
+    """The generator of ``layout``; a ``ValueError`` naming the known layouts for any other name."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown synthetic layout {layout!r}; known layouts: {', '.join(sorted(LAYOUTS))}")
+    return LAYOUTS[layout]

@@ -7,14 +7,14 @@ exactly the code path a real UCF-Crime copy takes.
 
 from __future__ import annotations
 
-from copra_bench.datamodules.synthetic_modules import SyntheticWorldMixin
+from copra_bench.datamodules.synthetic.datamodules import SyntheticWorldMixin
 from copra_bench.datamodules.ucf_crime import UCFCrimeDataModule
 
 
 class SyntheticUCFCrimeDataModule(SyntheticWorldMixin, UCFCrimeDataModule):
     """Synthetic surveillance videos of one visual domain, in the UCF-Crime layout.
 
-    Arguments: see :class:`~copra_bench.datamodules.synthetic_modules.SyntheticWorldMixin` (domain, counts,
+    Arguments: see :class:`~copra_bench.datamodules.synthetic.datamodules.SyntheticWorldMixin` (domain, counts,
     ``video_fps``, ``frames``...) and :class:`~copra_bench.datamodules.ucf_crime.UCFCrimeDataModule`.
     """
 
