@@ -1,6 +1,8 @@
 # Set-up and the two everyday commands. Everything lives in .venv; nothing is downloaded at run time.
 #   make main   install, then run the main job (configs/cross_domain.yaml on the embedded default)
 #   make test   install, then run the test suite (what CI runs)
+# Details (what is installed where, TORCH_SPEC, offline use): docs/install.md; what each dependency is for:
+# docs/dependencies.md.
 PYTHON ?= python3
 VENV ?= .venv
 # CPU machines: this pair installs from the local wheel store and imports cleanly (docs/install.md).
