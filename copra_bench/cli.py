@@ -22,7 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from copra_bench.bench_module import BenchModule
 from copra_bench.datamodules.base import VADDataModule
 from copra_bench.errors import CopraError
-from copra_bench.run_identity import config_hash, resumable_run_id
+from copra_bench.run_identity import CONFIG_HASH_TAG, config_hash, resumable_run_id
 from copra_bench.tracking import ConfigToRun, MLFlowLogger
 
 log = logging.getLogger("copra_bench")
@@ -117,7 +117,7 @@ class CopraCLI(LightningCLI):
                     logger.run_name = f"{self.model.method_name}-{self.datamodule.name}"
                 logger.tags = {**(logger.tags or {}), "method": self.model.method_name,
                                "dataset": self.datamodule.name, "subcommand": str(self.subcommand),
-                               "config_hash": digest}
+                               CONFIG_HASH_TAG: digest}
                 if self.subcommand == "fit" and config.get("ckpt_path") == "last" and logger.requested_run_id is None:
                     run_id = resumable_run_id(logger.tracking_uri, logger.experiment_name, digest)
                     if run_id is not None:
