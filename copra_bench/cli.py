@@ -1,12 +1,13 @@
 """Command line: ``python -m copra_bench fit|validate|test|predict --config X.yaml`` and the tool commands.
 
 The Lightning subcommands go through :class:`CopraCLI` (LightningCLI, subclass mode for model and data, repeatable
-``--config``, ``--print_config``, omegaconf interpolation). Tool commands (``data``; later ``evaluate``,
-``report``, ``sweep``) are plain functions registered in :data:`COMMANDS`.
+``--config``, ``--print_config``, omegaconf interpolation). Tool commands (``data``, ``evaluate``, ``sweep``,
+``report``) are plain functions named in :data:`TOOLS`, imported only when that tool runs.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import logging
@@ -21,20 +22,43 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from copra_bench.bench_module import BenchModule
 from copra_bench.datamodules.base import VADDataModule
 from copra_bench.errors import CopraError
+from copra_bench.run_identity import CONFIG_HASH_TAG, config_hash, resumable_run_id
 from copra_bench.tracking import ConfigToRun, MLFlowLogger
 
 log = logging.getLogger("copra_bench")
 
-#: Tool commands besides the Lightning subcommands: name -> function(argv) -> exit status.
-COMMANDS: dict[str, Callable[[list[str]], int]] = {}
+#: Tool commands besides the Lightning subcommands: name -> ``"module:function"``, the function taking the tool's
+#: arguments and returning the exit status. Looked up by name only, so ``python -m copra_bench fit`` (and ``--help``)
+#: never imports a tool module, and a tool module never needs to import this one.
+TOOLS: dict[str, str] = {
+    "data": "copra_bench.datamodules.commands:data_command",
+    "evaluate": "copra_bench.evaluation.command:evaluate_command",
+    "sweep": "copra_bench.sweep.command:sweep_command",
+    "report": "copra_bench.report.command:report_command",
+}
+
+#: Subcommands whose Trainer method defaults to ``verbose=False``: RunArtifacts prints one table per test set instead.
+QUIET_SUBCOMMANDS = ("test", "predict")
 
 
-def register_command(name: str) -> Callable[[Callable[[list[str]], int]], Callable[[list[str]], int]]:
-    """Decorator adding a tool command (``python -m copra_bench <name> ...``)."""
-    def add(fn: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
-        COMMANDS[name] = fn
-        return fn
-    return add
+def load_tool(name: str) -> Callable[[list[str]], int]:
+    """The function of tool command ``name`` (a key of :data:`TOOLS`), importing its module now."""
+    module, _, function = TOOLS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+class CopraArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser with the project's defaults for the Trainer-method arguments of a subcommand.
+
+    LightningCLI builds every subcommand parser from its ``parser_class`` and adds the arguments of the Trainer method
+    (``Trainer.test(..., verbose=True)``) with ``add_method_arguments``: the one place to change their defaults.
+    """
+
+    def add_method_arguments(self, class_type: type, method_name: str, *args: Any, **kwargs: Any) -> list[str]:
+        added = super().add_method_arguments(class_type, method_name, *args, **kwargs)
+        if issubclass(class_type, Trainer) and method_name in QUIET_SUBCOMMANDS and "verbose" in added:
+            self.set_defaults(verbose=False)
+        return added
 
 
 class CopraCLI(LightningCLI):
@@ -47,11 +71,12 @@ class CopraCLI(LightningCLI):
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
-        tools = ", ".join(f"'{name}'" for name in COMMANDS)
+        tools = ", ".join(f"'{name}'" for name in TOOLS)
         kwargs.setdefault("parser_kwargs", {
             "parser_mode": "omegaconf",
             "description": f"copra_bench: VAD benchmark with VLMs. Lightning subcommands below; tool commands: {tools} "
                            "(python -m copra_bench <tool> --help)."})
+        kwargs.setdefault("parser_class", CopraArgumentParser)
         super().__init__(BenchModule, VADDataModule, subclass_mode_model=True, subclass_mode_data=True,
                          save_config_callback=ConfigToRun, args=args, run=run, **kwargs)
 
@@ -63,85 +88,48 @@ class CopraCLI(LightningCLI):
         parser.link_arguments("data", "model.init_args.clip_fps", apply_on="instantiate",
                               compute_fn=lambda data: data.frames_per_window / data.window_spec.seconds)
 
-    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
-        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if subcommand in ("test", "predict") and "verbose" in self._subcommand_method_arguments[subcommand]:
-            parser.set_defaults(verbose=False)  # RunArtifacts prints one table per test set instead
-        return parser
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with the method's ``trainer_arguments`` applied where the config leaves a key at Trainer's
+        own default (a config value that differs from the method's is kept, and logged)."""
+        config_init = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_config = config_init.get("trainer") or {}
         signature = inspect.signature(Trainer.__init__).parameters
         for key, value in getattr(self.model, "trainer_arguments", {}).items():
             default = signature[key].default
-            if config.get(key, default) == default:
-                config[key] = value
-            elif config[key] != value:
-                log.info("trainer.%s=%r from the config overrides the method's default %r", key, config[key], value)
-        return super()._instantiate_trainer(config, callbacks)
+            configured = kwargs.get(key, trainer_config.get(key, default))
+            if configured == default:
+                kwargs[key] = value
+            elif configured != value:
+                log.info("trainer.%s=%r from the config overrides the method's default %r", key, configured, value)
+        return super().instantiate_trainer(**kwargs)
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The parsed config of the running subcommand as plain data (what ``--print_config`` shows)."""
+        dumped = json.loads(self.parser.dump(self.config, format="json", skip_none=False))
+        return dumped[self.subcommand] if self.subcommand else dumped
 
     def after_instantiate_classes(self) -> None:
-        # the run identity sweeps use too (imported here: that module imports this one)
-        from copra_bench.sweep.resolve import config_hash
-
         config = self.config[self.subcommand] if self.subcommand else self.config
-        dumped = json.loads(self._parser(self.subcommand).dump(config, format="json", skip_none=False))
-        digest = config_hash(str(self.subcommand), dumped)
+        digest = config_hash(str(self.subcommand), self.resolved_config())
         for logger in self.trainer.loggers:
             if isinstance(logger, MLFlowLogger):
-                if logger._run_name is None:  # name known only now: the dataset name may depend on its arguments
-                    logger._run_name = f"{self.model.method_name}-{self.datamodule.name}"
+                if logger.run_name is None:  # name known only now: the dataset name may depend on its arguments
+                    logger.run_name = f"{self.model.method_name}-{self.datamodule.name}"
                 logger.tags = {**(logger.tags or {}), "method": self.model.method_name,
                                "dataset": self.datamodule.name, "subcommand": str(self.subcommand),
-                               "config_hash": digest}
-                if self.subcommand == "fit" and config.get("ckpt_path") == "last" and logger._run_id is None:
-                    resume_run_of(logger, digest)
+                               CONFIG_HASH_TAG: digest}
+                if self.subcommand == "fit" and config.get("ckpt_path") == "last" and logger.requested_run_id is None:
+                    run_id = resumable_run_id(logger.tracking_uri, logger.experiment_name, digest)
+                    if run_id is not None:
+                        logger.attach_run(run_id)
                 logger.start()
                 # Lightning applies logger.tags only to runs it creates: runs made beforehand (a sweep's, a resumed
                 # one) get them here
                 logger.set_tags({**(logger.tags or {}), "run_dir": str(logger.run_dir)})
 
     def after_fit(self) -> None:
-        if self._get(self.config, "test_after_fit", True) and not self.trainer.interrupted:
+        if self.config["fit"].get("test_after_fit", True) and not self.trainer.interrupted:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
-
-
-def resume_run_of(logger: MLFlowLogger, digest: str) -> None:
-    """``fit --ckpt_path last``: continue the latest unfinished run of the same config (its MLflow run and its
-    checkpoint folder ``<local_dir>/<experiment>/<run>/checkpoints``, where Lightning then finds ``last.ckpt``)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(logger._tracking_uri)
-    experiment = client.get_experiment_by_name(logger._experiment_name)
-    if experiment is None:
-        return
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.config_hash = '{digest}'",
-                              order_by=["attributes.start_time DESC"], max_results=20)
-    for run in runs:
-        if run.info.status != "FINISHED":
-            logger._run_id = run.info.run_id
-            log.info("resuming MLflow run %s (status %s) of this config", run.info.run_id, run.info.status)
-            return
-    log.warning("--ckpt_path last: no unfinished run of this config (hash %s) in experiment %r; starting afresh",
-                digest, logger._experiment_name)
-
-
-#: Modules that register tool commands when imported (kept lazy: ``python -m copra_bench fit`` never imports them).
-TOOL_MODULES = (
-    "copra_bench.datamodules.commands", "copra_bench.evaluation.command", "copra_bench.sweep.command",
-    "copra_bench.report.command",
-)
-
-
-def load_tool_commands() -> None:
-    """Import every module of :data:`TOOL_MODULES` that exists, so its ``@register_command`` runs."""
-    import importlib
-
-    for name in TOOL_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:  # a missing dependency of an existing tool module is a real error
-                raise
 
 
 class _NoCloudTips(logging.Filter):
@@ -170,10 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = sys.argv[1:] if from_shell else list(argv)
     try:
-        if not argv or argv[0] not in COMMANDS:  # a tool command, or --help listing them all
-            load_tool_commands()
-        if argv and argv[0] in COMMANDS:
-            return COMMANDS[argv[0]](argv[1:])
+        if argv and argv[0] in TOOLS:
+            return load_tool(argv[0])(argv[1:])
         CopraCLI(args=None if from_shell else argv)
         return 0
     except Exception as exc:

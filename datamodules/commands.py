@@ -1,5 +1,5 @@
 """The ``data`` tool command: ``data synth`` (write the synthetic world in a release layout) and ``data inspect``
-(the dataset doctor). Registered with the CLI when ``python -m copra_bench data ...`` runs."""
+(the dataset doctor). :func:`data_command` is named in the CLI's tool table (``copra_bench.cli.TOOLS``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import yaml
 
-from copra_bench.cli import register_command
 from copra_bench.datamodules.base import VADDataModule
 from copra_bench.errors import DataError
 
@@ -55,7 +54,6 @@ def main_inspect(argv: list[str]) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
-@register_command("data")
 def data_command(argv: list[str]) -> int:
     """``data synth ...`` / ``data inspect ...``."""
     from copra_bench.datamodules.synthetic import main_synth

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +15,7 @@ import pytest
 import yaml
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from copra_bench.cli import main
+from copra_bench.cli import TOOLS, CopraCLI, load_tool, main
 from copra_bench.evaluation.assembly import load_scores
 
 from .conftest import REPO, SMALL_WORLD
@@ -182,3 +186,58 @@ def test_omegaconf_interpolation_in_component_files(capsys, monkeypatch):
     monkeypatch.setenv("UCF_CRIME_ROOT", "/mnt/somewhere/UCF-Crime")
     config = _print_config(capsys, "--config", str(CONFIGS / "in_domain_ucf.yaml"))
     assert config["data"]["init_args"]["root"] == "/mnt/somewhere/UCF-Crime"
+
+
+def test_tools_are_imported_only_when_they_run(tmp_path):
+    """`fit --help`, `fit --print_config` and `--help` build the Lightning parser without importing any tool module
+    (``--help`` still names every tool), and every entry of the tool table resolves to a function."""
+    modules = sorted(entry.partition(":")[0] for entry in TOOLS.values())
+    probe = (
+        "import json, sys\n"
+        "from copra_bench.cli import main\n"
+        f"for args in (['fit', '--help'], ['fit', '--config', {MAIN!r}, '--print_config'], ['--help']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print('LOADED', json.dumps([m for m in {modules!r} if m in sys.modules]))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                          env=os.environ.copy(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = next(line for line in done.stdout.splitlines() if line.startswith("LOADED "))
+    assert json.loads(loaded[len("LOADED "):]) == []
+    assert all(f"'{name}'" in done.stdout for name in TOOLS)
+    assert sorted(TOOLS) == ["data", "evaluate", "report", "sweep"]
+    assert all(callable(load_tool(name)) for name in TOOLS)
+
+
+def test_unknown_tool_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluat", "--help"])
+    assert exit_.value.code != 0
+    assert "evaluat" in capsys.readouterr().err
+
+
+def test_method_trainer_arguments_are_defaults_the_config_overrides(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    frozen = ["--config", MAIN, "--model", str(CONFIGS / "model" / "frozen_tiny.yaml"), "--trainer.logger", "false"]
+    with caplog.at_level(logging.INFO, logger="copra_bench"):
+        cli = CopraCLI(args=frozen, run=False)
+    assert (cli.trainer.max_epochs, cli.trainer.num_sanity_val_steps) == (0, 0)  # FrozenVLM.trainer_arguments
+    assert "overrides the method's default" not in caplog.text
+    with caplog.at_level(logging.INFO, logger="copra_bench"):
+        cli = CopraCLI(args=frozen + ["--trainer.max_epochs", "3"], run=False)
+    assert (cli.trainer.max_epochs, cli.trainer.num_sanity_val_steps) == (3, 0)
+    assert "trainer.max_epochs=3 from the config overrides the method's default 0" in caplog.text
+    assert not Path("outputs").exists() and not Path("mlflow.db").exists()
+
+
+def test_test_defaults_to_quiet(capsys):
+    """RunArtifacts prints one table per test set, so Trainer.test's own table is off unless asked for."""
+    for subcommand, verbose in (("test", False), ("validate", True)):
+        with pytest.raises(SystemExit):
+            main([subcommand, "--config", MAIN, "--print_config"])
+        assert yaml.safe_load(capsys.readouterr().out)["verbose"] is verbose
+    with pytest.raises(SystemExit):
+        main(["test", "--config", MAIN, "--verbose", "true", "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out)["verbose"] is True

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from copra_bench.cli import main
-from copra_bench.sweep.resolve import build_parser, config_hash, parse_run
+from copra_bench.run_identity import HASH_EXCLUDED, HASH_EXCLUDED_FIT, config_hash
+from copra_bench.sweep.resolve import build_parser, parse_run
 from copra_bench.sweep.spec import SweepError, SweepSpec
 
 from .conftest import REPO, SMALL_WORLD
@@ -129,6 +130,32 @@ def test_config_hash_ignores_bookkeeping_and_key_order(parser):
     assert config_hash("fit", a) != config_hash("test", a)
     reordered = json.loads(json.dumps(dict(reversed(list(a.items())))))
     assert config_hash("fit", reordered) == config_hash("fit", a)
+
+
+# One fixed resolved config with every kind of key the hash leaves out. Its hashes are pinned: a change to how runs
+# are identified would stop sweeps from finding their finished runs and `fit --ckpt_path last` from resuming.
+PINNED_CONFIG = {
+    "seed_everything": 0, "ckpt_path": "last", "config": ["a.yaml"], "__path__": "x.yaml",
+    "trainer": {"max_epochs": 2,
+                "logger": {"class_path": "copra_bench.tracking.MLFlowLogger", "init_args": {"run_id": "abc"}},
+                "callbacks": [{"class_path": "C", "init_args": {"k": 1, "__path__": "c.yaml"}}]},
+    "model": {"class_path": "copra_bench.copra.COPRA",
+              "init_args": {"lr": 0.0001, "backbone": "tiny-qwen2-vl", "x": None}},
+    "data": {"__path__": "d.yaml", "class_path": "D", "init_args": {"frames_per_window": 4, "window_seconds": 2.0}},
+}
+
+
+def test_config_hash_is_pinned():
+    assert HASH_EXCLUDED == ("trainer.logger", "config", "__path__") and HASH_EXCLUDED_FIT == ("ckpt_path",)
+    assert config_hash("fit", PINNED_CONFIG) == "31afe1b7ac0016c3"
+    assert config_hash("test", PINNED_CONFIG) == "3f5392d4d3bb9e3e"
+    bookkeeping = json.loads(json.dumps(PINNED_CONFIG))
+    bookkeeping["trainer"]["logger"]["init_args"]["run_id"] = "another"
+    bookkeeping["config"] = ["b.yaml"]
+    bookkeeping["model"]["__path__"] = "m.yaml"
+    bookkeeping["ckpt_path"] = None
+    assert config_hash("fit", bookkeeping) == "31afe1b7ac0016c3"
+    assert config_hash("test", bookkeeping) != "3f5392d4d3bb9e3e"  # for test the checkpoint is what is evaluated
 
 
 def test_unknown_grid_key_fails_before_anything_runs(tmp_path, monkeypatch, capsys):

@@ -44,3 +44,31 @@ def test_flatten_and_table():
     table = format_results_table({"s": {"auc": 0.5, "ap": float("nan"), "num_videos": 2, "num_frames": 10,
                                         "num_anomalous_frames": 5, "notes": ["n"]}})
     assert "50.00" in table and "n/a" in table and "note: n" in table
+
+
+def test_run_settings_are_public_and_fixed_once_the_run_exists(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    logger = MLFlowLogger(experiment_name="e", tracking_uri=uri, local_dir=str(tmp_path / "outputs"))
+    assert (logger.tracking_uri, logger.experiment_name) == (uri, "e")
+    assert logger.run_name is None and logger.requested_run_id is None and not logger.run_started
+    logger.run_name = "method-dataset"
+    logger.start()
+    assert logger.run_started and logger.requested_run_id is None
+    assert logger.experiment.get_run(logger.run_id).info.run_name == "method-dataset"
+    with pytest.raises(RuntimeError, match="already created"):
+        logger.run_name = "other"
+    with pytest.raises(RuntimeError, match="already logs into"):
+        logger.attach_run(logger.run_id)
+
+    again = MLFlowLogger(experiment_name="e", tracking_uri=uri, local_dir=str(tmp_path / "outputs"))
+    again.attach_run(logger.run_id)
+    assert again.requested_run_id == logger.run_id and not again.run_started
+    again.start()
+    assert again.run_id == logger.run_id and again.run_dir == logger.run_dir
+    given = MLFlowLogger(experiment_name="e", tracking_uri=uri, run_id=logger.run_id)
+    assert given.requested_run_id == logger.run_id
+
+
+def test_tracking_uri_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert MLFlowLogger().tracking_uri == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"

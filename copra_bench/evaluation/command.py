@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from copra_bench.cli import register_command
 from copra_bench.errors import EvaluationError, TrackingError
 from copra_bench.evaluation.assembly import load_meta, load_scores
 from copra_bench.evaluation.postprocess import DEFAULT_PRESET, PRESETS
@@ -204,7 +203,6 @@ def run_evaluate(argv: list[str]) -> int:
     return 0
 
 
-@register_command("evaluate")
 def evaluate_command(argv: list[str]) -> int:
     """Entry of ``python -m copra_bench evaluate`` (errors are reported by the CLI's ``main``)."""
     return run_evaluate(argv)

@@ -6,7 +6,6 @@ import argparse
 import time
 from pathlib import Path
 
-from copra_bench.cli import register_command
 from copra_bench.report.build import build_document
 from copra_bench.report.document import to_html, to_markdown
 from copra_bench.report.runs import ReportError, load_runs
@@ -32,7 +31,6 @@ def write_report(experiment: str, out: str | Path, *, tracking_uri: str = "sqlit
     return markdown, page
 
 
-@register_command("report")
 def report_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m copra_bench report",

@@ -7,7 +7,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from copra_bench.cli import register_command
 from copra_bench.sweep.runner import command_of, prepare, run_sweep, unfinished
 from copra_bench.sweep.spec import SweepSpec
 
@@ -32,7 +31,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-@register_command("sweep")
 def sweep_command(argv: list[str]) -> int:
     """Entry point; exit status 0 all finished, 1 some run failed, 2 bad sweep file, 130 interrupted."""
     args = _parser().parse_args(argv)

@@ -1,4 +1,5 @@
-"""Resolve each run's config with the real CLI parser, without instantiating anything, and hash it.
+"""Resolve each run's config with the real CLI parser, without instantiating anything, and hash it
+(:func:`copra_bench.run_identity.config_hash`, the identity the run itself records).
 
 ``CopraCLI(args, run=False)`` would build the model and data (seconds to minutes each). Instead the parser is taken
 from a :class:`~copra_bench.cli.CopraCLI` whose ``parse_arguments`` stops construction right after the parser is
@@ -10,16 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import json
 import warnings
 from typing import Any
 
+from copra_bench.cli import CopraCLI
+from copra_bench.run_identity import config_hash, flat_keys
 from copra_bench.sweep.spec import PlannedRun, SweepError, split_axis
-
-#: Keys left out of the config hash: bookkeeping that does not change what a run computes.
-HASH_EXCLUDED = ("trainer.logger", "config", "__path__")
 
 
 class _ParserReady(Exception):
@@ -31,8 +30,6 @@ class _ParserReady(Exception):
 @functools.lru_cache(maxsize=1)
 def build_parser() -> Any:
     """The full ``python -m copra_bench`` parser (Lightning subcommands), nothing instantiated (built once)."""
-    from copra_bench.cli import CopraCLI
-
     class _ParseOnlyCLI(CopraCLI):
         def parse_arguments(self, parser: Any, args: Any) -> None:
             raise _ParserReady(parser)
@@ -62,35 +59,6 @@ def parse_run(parser: Any, subcommand: str, args: list[str]) -> dict[str, Any]:
             message = message[message.find("error:"):] if "error:" in message else message
             raise SweepError(message.strip() or "the config parser rejected the arguments") from None
         return json.loads(sub.dump(config, format="json", skip_none=False, skip_validation=True))  # validated above
-
-
-def flat_keys(config: Any, prefix: str = "") -> set[str]:
-    """Every dotted key of a nested config (lists not descended)."""
-    keys = {prefix[:-1]} if prefix else set()
-    if isinstance(config, dict):
-        for key, value in config.items():
-            keys |= flat_keys(value, f"{prefix}{key}.")
-    return keys
-
-
-def config_hash(subcommand: str, config: dict[str, Any]) -> str:
-    """16 hex digits identifying what a run computes: the resolved config minus :data:`HASH_EXCLUDED` (and, for
-    ``fit``, ``ckpt_path``: resuming a run does not change what it computes; for test/predict it does).
-
-    Every run carries it (tag ``config_hash``, set by the CLI; sweeps also tag ``sweep.config_hash``), which is how
-    ``fit --ckpt_path last`` finds the run to continue and how a sweep finds its finished runs."""
-    excluded = HASH_EXCLUDED + (("ckpt_path",) if subcommand == "fit" else ())
-
-    def strip(node: Any, prefix: str = "") -> Any:
-        if isinstance(node, dict):
-            return {k: strip(v, f"{prefix}{k}.") for k, v in sorted(node.items())
-                    if f"{prefix}{k}" not in excluded and k != "__path__"}
-        if isinstance(node, list):
-            return [strip(v, prefix) for v in node]
-        return node
-
-    text = json.dumps({"subcommand": subcommand, "config": strip(config)}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def resolve_runs(subcommand: str, runs: list[PlannedRun], grid_keys: list[str], *, parser: Any = None) -> Any:

@@ -52,6 +52,9 @@ class PlannedRun:
         index: Position in the expanded grid (stable for a given sweep file).
         axes: Axis config key -> value for this run (zipped axes are split into their keys).
         args: Command line arguments after the subcommand (``--config ... --key value ...``).
+        config_hash: The run's identity (:func:`copra_bench.run_identity.config_hash` of ``resolved``), filled by
+            :func:`copra_bench.sweep.resolve.resolve_runs`.
+        resolved: The run's config as the CLI parser resolves it (plain data).
     """
 
     index: int

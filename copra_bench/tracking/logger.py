@@ -87,6 +87,50 @@ class MLFlowLogger(_LightningMLFlowLogger):
                          tags=tags, save_dir=None, run_id=run_id, artifact_location=artifact_location)
         self.local_dir = Path(local_dir)
         self._upload_failed = False
+        self._requested_run_id = run_id
+
+    # Lightning's MLFlowLogger keeps these settings in private attributes and reads them when it creates the run (in
+    # ``experiment``). The properties below are the project's only access to them, so the rest of the code depends on
+    # this class's public interface, not on Lightning's internals.
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow store (absolute for a local sqlite file)."""
+        return self._tracking_uri
+
+    @property
+    def experiment_name(self) -> str:
+        return self._experiment_name
+
+    @property
+    def run_started(self) -> bool:
+        """Whether the MLflow run has been created or attached (by :meth:`start` or the first log call)."""
+        return self._initialized
+
+    @property
+    def run_name(self) -> str | None:
+        """Name of the run to create; settable only before the run exists (the CLI names it ``<method>-<dataset>``
+        once the model and data are built)."""
+        return self._run_name
+
+    @run_name.setter
+    def run_name(self, name: str | None) -> None:
+        if self.run_started:
+            raise RuntimeError(f"cannot rename MLflow run {self._run_id}: it was already created or attached")
+        self._run_name = name
+
+    @property
+    def requested_run_id(self) -> str | None:
+        """The existing run chosen before the start (``run_id`` argument or :meth:`attach_run`); None when the
+        logger creates a new run. Unlike :attr:`run_id` this never creates the run."""
+        return self._requested_run_id
+
+    def attach_run(self, run_id: str) -> None:
+        """Log into the existing run ``run_id`` instead of creating one (e.g. to resume it); only before the run
+        is created or attached."""
+        if self.run_started:
+            raise RuntimeError(f"cannot attach MLflow run {run_id}: this logger already logs into {self._run_id}")
+        self._run_id = self._requested_run_id = run_id
 
     @property
     def run_dir(self) -> Path:
@@ -100,7 +144,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
         try:
             _ = self.experiment, self.run_id
         except Exception as err:  # mlflow raises many types here
-            raise TrackingError(f"cannot create an MLflow run in {self._tracking_uri}: {err}") from err
+            raise TrackingError(f"cannot create an MLflow run in {self.tracking_uri}: {err}") from err
 
     def _guard(self, what: str, fn, *args, **kwargs) -> None:
         try:
