@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from copra_bench.errors import EvaluationError
 from copra_bench.windows import num_windows, window_to_frame_scores
@@ -69,7 +70,8 @@ class WindowScoreCollector(Metric):
     def compute(self) -> dict[str, np.ndarray]:
         """Every rank's windows, concatenated: ``video_index``, ``window_index``, ``scores`` (float64) and
         ``features`` (``[N, D]`` float16, or None when none were kept)."""
-        out = {key: torch.cat([t.cpu() for t in getattr(self, key)]).numpy()
+        # a list on one process, one tensor once synced
+        out = {key: dim_zero_cat(getattr(self, key)).cpu().numpy()
                for key in ("video_index", "window_index", "scores", "features")}
         out["scores"] = out["scores"].astype(np.float64)
         count = out["scores"].shape[0]

@@ -18,6 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from copra_bench.errors import EvaluationError
 from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector
@@ -96,10 +97,10 @@ class VideoAUCMetric(Metric):
 
     def compute(self) -> float | None:
         """The AUC (None when no clip was scored)."""
-        scores = torch.cat([t.cpu() for t in self.scores]).numpy().astype(np.float64)
+        scores = dim_zero_cat(self.scores).cpu().numpy().astype(np.float64)  # a list, or one tensor once synced
         if scores.size == 0:
             return None
-        return video_auc(scores, torch.cat([t.cpu() for t in self.labels]).numpy())
+        return video_auc(scores, dim_zero_cat(self.labels).cpu().numpy())
 
 
 def _sinks(trainer: L.Trainer) -> list[ResultSink]:
