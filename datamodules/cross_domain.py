@@ -77,8 +77,10 @@ class ComposedDataModule(VADDataModule):
         """The members whose test splits are this protocol's test sets, in test-dataloader order."""
 
     def test_set_families(self) -> dict[str, str]:
-        """Each test set takes its member's family (a cross-domain target's, a multi-source member's)."""
-        return {member.name: member.dataset_family for member in self._test_members()}
+        """Each test set takes its member's family (a cross-domain target's, a multi-source member's); listed in
+        member order (sources first), the order runs have always recorded ``conventions.ap_convention`` in."""
+        tested = {id(member) for member in self._test_members()}
+        return {member.name: member.dataset_family for member in self.members if id(member) in tested}
 
 
 class CrossDomainDataModule(ComposedDataModule):

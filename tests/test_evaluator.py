@@ -113,9 +113,11 @@ def test_datamodules_name_their_test_sets_families_without_loading_them(tmp_path
     sh = SyntheticShanghaiTechDataModule(domain="C", **world)
     assert ucf.test_set_families() == {"synth_ucf_A": "synthetic"} and xd.dataset_family == "synthetic"
     cross = CrossDomainDataModule(ucf, xd)
-    assert cross.test_set_families() == {"synth_xd_B": "synthetic", "synth_ucf_A": "synthetic"}
+    assert list(cross.test_set_families().items()) == [("synth_ucf_A", "synthetic"), ("synth_xd_B", "synthetic")]
+    assert list(CrossDomainDataModule(ucf, xd, test_on_source=False).test_set_families()) == ["synth_xd_B"]
     multi = MultiSourceDataModule([ucf, xd], sh, test_on_sources=True)
-    assert list(multi.test_set_families()) == ["synth_sh_C", "synth_ucf_A", "synth_xd_B"]
+    assert list(multi.test_set_families()) == ["synth_ucf_A", "synth_xd_B", "synth_sh_C"]
+    assert list(MultiSourceDataModule([ucf, xd], sh).test_set_families()) == ["synth_sh_C"]
     conventions = Evaluator(EvaluationSettings()).conventions({"a_to_xd": "ucf_crime", "b": "xd_violence"})
     assert conventions["ap_convention"] == "a_to_xd=step,b=trapz"
 

@@ -103,6 +103,13 @@ class VideoAUCMetric(Metric):
         return video_auc(scores, dim_zero_cat(self.labels).cpu().numpy())
 
 
+def _state_device(device: torch.device) -> torch.device:
+    """Where the metric states live: the module's device only when NCCL gathers them (it gathers CUDA tensors
+    only); else the CPU, so a long test pass keeps no scores or features in accelerator memory."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return device if distributed and torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+
+
 def _sinks(trainer: L.Trainer) -> list[ResultSink]:
     return [callback for callback in trainer.callbacks if isinstance(callback, ResultSink)]
 
@@ -125,7 +132,7 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------------------ validation
     def start_validation(self, device: torch.device) -> None:
-        self._validation = VideoAUCMetric().to(device)
+        self._validation = VideoAUCMetric().to(_state_device(device))
 
     def add_validation(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
         self._validation.update(scores, labels)
@@ -136,8 +143,8 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------------ test and predict
     def start(self, test_sets: list, device: torch.device) -> None:
-        """One collector per test set, in test-dataloader order, its states on the module's device."""
-        self._collectors = [WindowScoreCollector(ts, keep_features=self.keep_features).to(device)
+        """One collector per test set, in test-dataloader order (``device``: the module's)."""
+        self._collectors = [WindowScoreCollector(ts, keep_features=self.keep_features).to(_state_device(device))
                             for ts in test_sets]
 
     def add(self, dataloader_idx: int, video_index: torch.Tensor, window_index: torch.Tensor,
