@@ -99,9 +99,9 @@ def main() -> None:
 
         figures[f"D={dim}: Steps 2-3 post-processing only"] = best_of(post, 1)
         figures[f"D={dim}: whole pipeline (3 steps, all metrics), no bootstrap"] = best_of(
-            lambda vs=with_features: evaluate_test_set("ucf_crime", vs, 16, no_ci), 1)
+            lambda vs=with_features: evaluate_test_set("ucf_crime", vs, 16, no_ci, family="ucf_crime"), 1)
         figures[f"D={dim}: whole pipeline with bootstrap {args.bootstrap}"] = best_of(
-            lambda vs=with_features: evaluate_test_set("ucf_crime", vs, 16, with_ci), 1)
+            lambda vs=with_features: evaluate_test_set("ucf_crime", vs, 16, with_ci, family="ucf_crime"), 1)
     width = max(len(k) for k in figures)
     for key, seconds in figures.items():
         print(f"{key:<{width}}  {seconds:7.2f} s")

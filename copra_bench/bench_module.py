@@ -1,8 +1,9 @@
 """``BenchModule``: the LightningModule base every method (frozen, baselines, COPRA) derives from.
 
 It owns everything that must be computed identically for all methods so that their numbers are comparable:
-the dense test/predict loops, putting window scores back together per video, frame-level metrics per test set,
-and video-level validation. A method writes only what differs: how a batch of windows is scored
+the dense test/predict loops and, through its :class:`~copra_bench.evaluation.evaluator.Evaluator`
+(:meth:`BenchModule.configure_evaluator`), putting window scores back together per video, frame-level metrics per
+test set, video-level validation, and handing the results to the run's artifacts. A method writes only what differs: how a batch of windows is scored
 (:meth:`BenchModule.score_windows`) and, if it trains, ``training_step`` / ``configure_optimizers``.
 """
 
@@ -10,44 +11,24 @@ from __future__ import annotations
 
 import abc
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 
-from copra_bench.errors import CopraError, EvaluationError
-from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector
-from copra_bench.evaluation.metrics import video_auc
+from copra_bench.errors import CopraError
+from copra_bench.evaluation.assembly import VideoScores
+from copra_bench.evaluation.evaluator import Evaluator, TestSetResult
 from copra_bench.evaluation.postprocess import DEFAULT_PRESET
-from copra_bench.evaluation.protocol import (
-    EvaluationSettings,
-    StepMetrics,
-    TestSetEvaluation,
-    evaluate_test_set,
-)
+from copra_bench.evaluation.protocol import EvaluationSettings
 from copra_bench.vlm import ScoreOutput, VLMBackbone
+
+__all__ = ["BenchModule", "TestSetResult"]
 
 # Checkpoints leave the frozen backbone out on purpose and on_load_checkpoint refuses one that lacks a trained
 # tensor, so Lightning's warning listing every frozen key on load says nothing useful.
 warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in the checkpoint")
-
-
-@dataclass
-class TestSetResult:
-    """Everything a test pass produced for one test set: per-video scores and the metrics of every step."""
-
-    name: str
-    evaluation: TestSetEvaluation
-    videos: list[VideoScores]
-    stride: int
-
-    @property
-    def metrics(self) -> StepMetrics:
-        """Step 1 (the method's own scores, no post-processing)."""
-        return self.evaluation.steps["step1"]
 
 
 class BenchModule(L.LightningModule, abc.ABC):
@@ -86,11 +67,7 @@ class BenchModule(L.LightningModule, abc.ABC):
         self.keep_features = keep_features
         self.evaluation_settings = EvaluationSettings(postprocess=postprocess, bootstrap_samples=bootstrap_samples,
                                                       bootstrap_seed=bootstrap_seed)
-        self.test_results: dict[str, TestSetResult] = {}
-        self.test_errors: dict[str, str] = {}
-        self.predict_results: dict[str, list[VideoScores]] = {}
-        self._collectors: list[WindowScoreCollector] = []
-        self._val_scores: list[tuple[float, int]] = []
+        self.evaluator = self.configure_evaluator()
         # Checkpoints hold only what the method trains; the frozen backbone is rebuilt from its path on load.
         self.strict_loading = False
 
@@ -143,71 +120,65 @@ class BenchModule(L.LightningModule, abc.ABC):
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"params_total": total, "params_trainable": trainable}
 
+    # --------------------------------------------------------------------------------------------------- evaluation
+    def configure_evaluator(self) -> Evaluator:
+        """The evaluator of this module's test, predict and validation passes (from its ``EvaluationSettings``)."""
+        return Evaluator(self.evaluation_settings, keep_features=self.keep_features)
+
+    @property
+    def test_results(self) -> dict[str, TestSetResult]:
+        """The last test pass's evaluated test sets (read-only view of the evaluator's outcome)."""
+        return self.evaluator.outcome.results
+
+    @property
+    def test_errors(self) -> dict[str, str]:
+        """The last test pass's failed test sets and why."""
+        return self.evaluator.outcome.errors
+
+    @property
+    def predict_results(self) -> dict[str, list[VideoScores]]:
+        """The last predict pass's per-video scores per test set."""
+        return self.evaluator.predictions
+
     # --------------------------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
-        self._val_scores = []
+        self.evaluator.start_validation(self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self.score_batch(batch)
-        self._val_scores += list(zip(out.p_anomaly.float().cpu().tolist(), batch["label"].cpu().tolist()))
+        self.evaluator.add_validation(out.p_anomaly, batch["label"])
 
     def on_validation_epoch_end(self) -> None:
-        scores = self._val_scores
-        if self.trainer.world_size > 1:
-            parts: list = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(parts, scores)
-            scores = [s for part in parts for s in part]
-        if scores:
-            values, labels = zip(*scores)
-            self.log("val/video_auc", video_auc(np.array(values), np.array(labels)), rank_zero_only=True)
+        auc = self.evaluator.validation_auc()
+        if auc is not None:
+            self.log("val/video_auc", auc, rank_zero_only=True)
 
     # --------------------------------------------------------------------------------------------- test and predict
-    def _start_collecting(self) -> None:
-        datamodule = self.trainer.datamodule
-        self._collectors = [WindowScoreCollector(ts, keep_features=self.keep_features)
-                            for ts in datamodule.test_sets]
-
     def _collect(self, batch: dict, dataloader_idx: int) -> ScoreOutput:
         out = self.score_batch(batch)
-        features = out.features if self.keep_features else None
-        self._collectors[dataloader_idx].add(batch["video_index"], batch["window_index"], out.p_anomaly, features)
+        self.evaluator.add(dataloader_idx, batch["video_index"], batch["window_index"], out.p_anomaly, out.features)
         return out
 
     def on_test_epoch_start(self) -> None:
-        self._start_collecting()
+        self.evaluator.start(self.trainer.datamodule.test_sets, self.device)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._collect(batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        # Each test set is evaluated on its own: one that fails (missing windows, NaN scores) is recorded in
-        # ``test_errors`` and the others are still kept; RunArtifacts saves them, then reports the failure.
-        self.test_results, self.test_errors = {}, {}
-        for collector in self._collectors:
-            name = collector.test_set.name
-            stride = collector.test_set.window_spec.stride
-            try:
-                collector.gather()
-                videos = collector.assemble()
-                evaluation = evaluate_test_set(name, videos, stride, self.evaluation_settings)
-            except EvaluationError as err:
-                self.test_errors[name] = str(err)
-                continue
-            self.test_results[name] = TestSetResult(name=name, evaluation=evaluation, videos=videos, stride=stride)
+        outcome = self.evaluator.evaluate(self.trainer.datamodule)
+        for result in outcome.results.values():
             # Every rank holds the same gathered numbers; sync_dist (a mean of equal values, exact) keeps Lightning
             # from warning about unsynchronised epoch-level metrics under DDP.
-            for key, value in evaluation.mlflow_metrics().items():
+            for key, value in result.evaluation.mlflow_metrics().items():
                 self.log(key, value, sync_dist=True)
-        self._collectors = []
 
     def on_test_end(self) -> None:
-        # Lightning calls callbacks' on_test_end first, so RunArtifacts has saved the sets that succeeded.
-        if self.test_errors:
-            raise EvaluationError("evaluation failed for "
-                                  + "; ".join(f"{k}: {v}" for k, v in self.test_errors.items()))
+        # After the epoch's metrics reached the loggers: save what succeeded, then raise for the failed sets.
+        self.evaluator.publish_test(self.trainer)
 
     def on_predict_epoch_start(self) -> None:
-        self._start_collecting()
+        self.evaluator.start(self.trainer.datamodule.test_sets, self.device)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         out = self._collect(batch, dataloader_idx)
@@ -215,25 +186,13 @@ class BenchModule(L.LightningModule, abc.ABC):
                 "p_anomaly": out.p_anomaly.detach().cpu()}
 
     def on_predict_epoch_end(self) -> None:
-        self.predict_results = {}
-        for collector in self._collectors:
-            collector.gather()
-            self.predict_results[collector.test_set.name] = collector.assemble()
-        self._collectors = []
+        self.evaluator.assemble()
+
+    def on_predict_end(self) -> None:
+        self.evaluator.publish_predictions(self.trainer)
 
     def metric_conventions(self) -> dict[str, str]:
-        """How the logged metrics are defined (recorded with the run as ``conventions.*``)."""
-        from copra_bench.evaluation.postprocess import dataset_family
-        from copra_bench.evaluation.protocol import AP_PRIMARY, CLASS_AUC_CONVENTION
-
-        # Test set names without loading the test split (this runs when the config is saved, before fit): the
-        # DataModule's name, a cross-domain one split into its members (``A_to_B``).
-        datamodule = getattr(getattr(self, "_trainer", None), "datamodule", None)
-        names = str(getattr(datamodule, "name", "")).split("_to_") if datamodule is not None else []
-        primaries = {name: AP_PRIMARY[dataset_family(name)] for name in names}
-        ap = (next(iter(primaries.values())) if len(set(primaries.values())) == 1
-              else ",".join(f"{k}={v}" for k, v in primaries.items()) or "per dataset")
-        return {"metric_aggregation": "micro (all test frames concatenated)", "ap_convention": ap,
-                "ap_variants": "ap_step = sklearn average_precision_score; ap_trapz = auc(recall, precision)",
-                "class_auc": CLASS_AUC_CONVENTION, "postprocess": self.evaluation_settings.postprocess,
-                "window_to_frames": "window i covers frames [i*stride, (i+1)*stride), last to the end"}
+        """How the logged metrics are defined (recorded with the run as ``conventions.*``). The DataModule names
+        its test sets' dataset families without loading the test split (this runs when the config is saved)."""
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        return self.evaluator.conventions(datamodule.test_set_families() if datamodule is not None else {})

@@ -21,7 +21,7 @@ from copra_bench.datamodules.datasets import (
     CONDITIONING_UNITS, TRAIN_REGIMES, ClipDataset, ConditioningUnit, EpochShuffle, ResumableLoader, TrainRegime,
     WindowDataset,
 )
-from copra_bench.datamodules.records import VideoRecord
+from copra_bench.datamodules.records import DataRecords, VideoRecord
 from copra_bench.datamodules.video_io import probe_video
 from copra_bench.errors import DataError, VideoDecodeError
 from copra_bench.windows import WindowSpec
@@ -33,11 +33,17 @@ ProtocolValue = str | int | float | bool
 
 @dataclass
 class TestSet:
-    """A named set of test videos with frame-level ground truth; metrics are reported per test set."""
+    """A named set of test videos with frame-level ground truth; metrics are reported per test set.
+
+    ``family`` is the dataset whose protocol the set follows (one of
+    :data:`~copra_bench.evaluation.postprocess.DATASET_FAMILIES`): it picks the post-processing parameters and the
+    primary AP variant, whatever the set is named.
+    """
 
     name: str
     records: list[VideoRecord]
     window_spec: WindowSpec
+    family: str
 
 
 class VADDataModule(L.LightningDataModule, abc.ABC):
@@ -61,9 +67,13 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
         gt_end_inclusive: Whether annotated end frames are part of the event (see ``intervals_to_gt``).
         fps: Override the fps read from the containers (frame folders: their rate; see each dataset's default).
         on_bad_video: ``error`` (default): missing or undecodable videos stop the run with one error listing every
-            bad file; ``skip``: they are left out with a warning giving the count, the count is logged to MLflow
-            (``data/skipped_videos``) with the list of files, and each test set's evaluated videos are recorded.
+            bad file; ``skip``: they are left out with a warning giving the count, and :meth:`records_to_log` hands the
+            run the count (``data/skipped_videos``), the list of files and each test set's evaluated videos.
     """
+
+    #: Which dataset's evaluation protocol this DataModule's test set follows (``ucf_crime``, ``xd_violence``,
+    #: ``shanghaitech``, ``synthetic``, ``generic``); each dataset sets its own.
+    dataset_family: str = "generic"
 
     def __init__(self, *, frames_per_window: int = 8, window_seconds: float = 10.0, window_stride: int = 16,
                  frame_size: int | None = None, train_regime: TrainRegime = "sparse", val_fraction: float = 0.1,
@@ -191,39 +201,22 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
         """Videos left out by ``on_bad_video: skip``: ``{"<dataset>/<split>": [problem, ...]}``."""
         return {f"{self.name}/{split}": lines for split, lines in self.skipped.items() if lines}
 
-    def log_data_report(self) -> None:
-        """With a trainer holding an MLflow logger: log ``data/skipped_videos`` (and the list as an artifact) and,
-        for every test set, ``evaluated_videos/<test set>.txt`` (exactly the videos that enter its metric)."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or not trainer.is_global_zero:
-            return
-        from copra_bench.tracking import MLFlowLogger
+    def records_to_log(self) -> DataRecords:
+        """What the run records about the data: the skipped videos and, for every test set already set up, the
+        videos that enter its metric (``data/skipped_videos``, ``skipped_videos.txt``, ``evaluated_videos/``)."""
+        evaluated = {ts.name: [r.name for r in ts.records] for ts in self._test_sets or []}
+        return DataRecords(skipped=self.skipped_videos(), evaluated=evaluated)
 
-        logger = next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
-        if logger is None:
-            return
-        skipped = self.skipped_videos()
-        count = sum(len(v) for v in skipped.values())
-        logger.log_metrics({"data/skipped_videos": float(count)})
-        if count:
-            path = logger.run_dir / "skipped_videos.txt"
-            path.write_text("".join(f"{key}\t{line}\n" for key, lines in skipped.items() for line in lines))
-            logger.log_artifact(path)
-        if self._test_sets:
-            folder = logger.run_dir / "evaluated_videos"
-            folder.mkdir(parents=True, exist_ok=True)
-            for test_set in self._test_sets:
-                path = folder / f"{test_set.name}.txt"
-                path.write_text("".join(f"{r.name}\n" for r in test_set.records))
-                logger.log_artifact(path, "evaluated_videos")
+    def test_set_families(self) -> dict[str, str]:
+        """``{test set name: dataset family}`` in test-dataloader order, without loading the test split."""
+        return {self.name: self.dataset_family}
 
     # ------------------------------------------------------------------------------------------------------- stages
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", "validate", None) and not self.train_records:
             self.train_records, self.val_records = self._split_train(self.load_split("train"))
         if stage in ("test", "predict", None) and self._test_sets is None:
-            self._test_sets = [TestSet(self.name, self.load_split("test"), self.window_spec)]
-        self.log_data_report()
+            self._test_sets = [TestSet(self.name, self.load_split("test"), self.window_spec, self.dataset_family)]
 
     def _split_train(self, records: list[VideoRecord]) -> tuple[list[VideoRecord], list[VideoRecord]]:
         if not records:

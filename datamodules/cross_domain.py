@@ -7,6 +7,7 @@ identically, forwards test-time conditioning, and combines the members' protocol
 
 from __future__ import annotations
 
+import abc
 import inspect
 import warnings
 
@@ -69,7 +70,17 @@ class ComposedDataModule(VADDataModule):
         return out
 
     def _member_test_set(self, member: VADDataModule) -> TestSet:
-        return TestSet(member.name, member.load_split("test"), self.window_spec)
+        return TestSet(member.name, member.load_split("test"), self.window_spec, member.dataset_family)
+
+    @abc.abstractmethod
+    def _test_members(self) -> list[VADDataModule]:
+        """The members whose test splits are this protocol's test sets, in test-dataloader order."""
+
+    def test_set_families(self) -> dict[str, str]:
+        """Each test set takes its member's family (a cross-domain target's, a multi-source member's); listed in
+        member order (sources first), the order runs have always recorded ``conventions.ap_convention`` in."""
+        tested = {id(member) for member in self._test_members()}
+        return {member.name: member.dataset_family for member in self.members if id(member) in tested}
 
 
 class CrossDomainDataModule(ComposedDataModule):
@@ -110,8 +121,7 @@ class CrossDomainDataModule(ComposedDataModule):
             self.source.setup("fit")
             self.train_records, self.val_records = self.source.train_records, self.source.val_records
         if stage in ("test", "predict", None) and self._test_sets is None:
-            sets = [self._member_test_set(self.target)]
-            if self.test_on_source:
-                sets.append(self._member_test_set(self.source))
-            self._test_sets = sets
-        self.log_data_report()
+            self._test_sets = [self._member_test_set(member) for member in self._test_members()]
+
+    def _test_members(self) -> list[VADDataModule]:
+        return [self.target, self.source] if self.test_on_source else [self.target]

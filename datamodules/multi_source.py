@@ -54,8 +54,7 @@ class MultiSourceDataModule(ComposedDataModule):
                 self.train_records += source.train_records
                 self.val_records += source.val_records
         if stage in ("test", "predict", None) and self._test_sets is None:
-            sets = [self._member_test_set(self.target)]
-            if self.test_on_sources:
-                sets += [self._member_test_set(s) for s in self.sources]
-            self._test_sets = sets
-        self.log_data_report()
+            self._test_sets = [self._member_test_set(member) for member in self._test_members()]
+
+    def _test_members(self) -> list[VADDataModule]:
+        return [self.target, *self.sources] if self.test_on_sources else [self.target]

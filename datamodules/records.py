@@ -1,4 +1,5 @@
-"""What a DataModule knows about one video, and how frame-level ground truth is built from annotated intervals."""
+"""What a DataModule knows about one video, how frame-level ground truth is built from annotated intervals, and
+what a DataModule asks a run to record about its videos."""
 
 from __future__ import annotations
 
@@ -30,6 +31,19 @@ class VideoRecord:
     num_frames: int = 0
     fps: float = 0.0
     gt: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DataRecords:
+    """What a DataModule asks the run to record (the run's writer logs it; DataModules write no artifacts).
+
+    Attributes:
+        skipped: Videos left out by ``on_bad_video: skip``: ``{"<dataset>/<split>": [problem, ...]}``.
+        evaluated: Per test set, exactly the videos that enter its metric (empty until the test split is set up).
+    """
+
+    skipped: dict[str, list[str]]
+    evaluated: dict[str, list[str]]
 
 
 def intervals_to_gt(intervals: list[tuple[int, int]], num_frames: int, *, end_inclusive: bool = False,

@@ -87,6 +87,8 @@ class ShanghaiTechDataModule(ReleaseDataModule):
         **kwargs: See :class:`~copra_bench.datamodules.base.VADDataModule`.
     """
 
+    dataset_family = "shanghaitech"
+
     default_frames_fps = 24.0
     how_to_get = HOW_TO_GET
 

@@ -99,6 +99,8 @@ class UCFCrimeDataModule(ReleaseDataModule):
         **kwargs: See :class:`~copra_bench.datamodules.base.VADDataModule`.
     """
 
+    dataset_family = "ucf_crime"
+
     default_frames_fps = 30.0
     how_to_get = HOW_TO_GET
 

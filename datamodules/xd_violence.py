@@ -101,6 +101,8 @@ class XDViolenceDataModule(ReleaseDataModule):
         **kwargs: See :class:`~copra_bench.datamodules.base.VADDataModule`.
     """
 
+    dataset_family = "xd_violence"
+
     default_frames_fps = 24.0
     how_to_get = HOW_TO_GET
 

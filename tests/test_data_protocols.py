@@ -14,7 +14,7 @@ import yaml
 from copra_bench.cli import main
 from copra_bench.datamodules import SyntheticShanghaiTechDataModule
 from copra_bench.evaluation.assembly import load_scores
-from copra_bench.tracking import MLFlowLogger
+from copra_bench.tracking import MLFlowLogger, RunArtifacts
 
 from .conftest import REPO, SMALL_WORLD
 
@@ -152,9 +152,12 @@ def test_skip_logs_count_and_lists_to_mlflow(tmp_path, small_world):
     victims[1].write_bytes(b"garbage")
     reader = UCFCrimeDataModule(root=str(copy), on_bad_video="skip", window_seconds=2.0, frames_per_window=4)
     logger = _RecordingLogger(tmp_path / "run")
-    reader.trainer = SimpleNamespace(loggers=[logger], is_global_zero=True)
     with pytest.warns(UserWarning, match="ucf_crime test: skipping 2 of 4 videos"):
         reader.setup("test")
+    assert logger.metrics == {} and logger.artifacts == []  # the DataModule itself writes no tracking artifacts
+    # RunArtifacts records what the DataModule returns when Lightning has set it up for a stage
+    trainer = SimpleNamespace(loggers=[logger], is_global_zero=True, datamodule=reader)
+    RunArtifacts().setup(trainer, None, "test")
     evaluated = [r.name for r in reader.test_sets[0].records]
     assert evaluated == [r.name for r in UCFCrimeDataModule(root=str(dm.root)).load_split("test")
                          if r.name not in {v.stem for v in victims[:2]}]

@@ -129,8 +129,26 @@ def test_bad_input_is_named(finished_run, tmp_path, capsys):
     save_scores(tmp_path / "old.npz", videos)  # no meta/stride, as prediction files and old runs
     assert main(["evaluate", "--run", str(tmp_path / "old.npz")]) == 2
     assert "does not record the window stride" in capsys.readouterr().err
-    assert main(["evaluate", "--run", str(tmp_path / "old.npz"), "--stride", "16"]) == 0
+    # nor its dataset family: the error names the file and what to pass (never a guess from the name)
+    assert main(["evaluate", "--run", str(tmp_path / "old.npz"), "--stride", "16"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'old.npz'} does not record its dataset family" in err and "--dataset" in err
+    assert main(["evaluate", "--run", str(tmp_path / "old.npz"), "--stride", "16", "--dataset", "synthetic"]) == 0
     videos[0].gt = np.zeros(videos[0].frame_scores.size + 3, np.uint8)
-    save_scores(tmp_path / "bad.npz", videos, extra={"stride": 16})
+    save_scores(tmp_path / "bad.npz", videos, extra={"stride": 16, "dataset_family": "synthetic"})
     assert main(["evaluate", "--run", str(tmp_path / "bad.npz")]) == 2
     assert f"bad/{videos[0].name}: {videos[0].frame_scores.size} frame scores but" in capsys.readouterr().err
+
+
+def test_scores_record_the_family_and_evaluate_writes_what_the_test_pass_wrote(finished_run, tmp_path):
+    from copra_bench.evaluation.assembly import load_meta
+
+    scores = finished_run["run_dir"] / "scores" / "synth_ucf_A.npz"
+    assert str(load_meta(scores)["dataset_family"]) == "synthetic"
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--run", str(finished_run["run_dir"]), "--out", str(out)]) == 0
+    saved = json.loads((finished_run["run_dir"] / "metrics.json").read_text())
+    again = json.loads(out.read_text())
+    # one writer: the same scores give the same document, digit for digit (a test pass adds conventions, timing)
+    assert set(again) == {"test", "protocol"} and {"test", "protocol", "conventions", "timing"} == set(saved)
+    assert again["test"] == saved["test"] and again["protocol"] == saved["protocol"]

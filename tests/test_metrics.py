@@ -130,7 +130,8 @@ def _reference_step1(videos, primary="step"):
                           (3, False, 1, "xd_violence")])
 def test_every_step1_metric_equals_sklearn(seed, single_frame, decimals, name):
     videos = _random_videos(seed, single_frame=single_frame, decimals=decimals, n_videos=40 if single_frame else 14)
-    result = evaluate_test_set(name, videos, 4, EvaluationSettings(bootstrap_samples=0))
+    family = "synthetic" if name.startswith("synth") else name
+    result = evaluate_test_set(name, videos, 4, EvaluationSettings(bootstrap_samples=0), family=family)
     step1 = result.steps["step1"]
     ref, classes = _reference_step1(videos, "trapz" if name == "xd_violence" else "step")
     assert result.ap_primary == ("trapz" if name == "xd_violence" else "step")
@@ -147,7 +148,7 @@ def test_every_step1_metric_equals_sklearn(seed, single_frame, decimals, name):
 
 def test_all_normal_test_set_reports_undefined_with_reasons():
     videos = [v for v in _random_videos(4) if v.label == 0]
-    step1 = evaluate_test_set("ucf_crime", videos, 4).steps["step1"]
+    step1 = evaluate_test_set("ucf_crime", videos, 4, family="ucf_crime").steps["step1"]
     assert math.isnan(step1.auc) and "frames are normal" in step1.undefined["auc"]
     assert "abnormal videos only" in step1.undefined["auc_a"] and "macro_auc" in step1.undefined
     assert step1.as_json()["auc"] is None and step1.as_json()["ap"] is None
@@ -184,12 +185,12 @@ def test_bad_input_names_videos_and_lengths():
     videos[3].gt = np.zeros(videos[3].frame_scores.size + 2, np.uint8)
     n = videos[3].frame_scores.size
     with pytest.raises(EvaluationError, match=f"toy/v3: {n} frame scores but {n + 2} ground-truth frames"):
-        evaluate_test_set("toy", videos, 4)
+        evaluate_test_set("toy", videos, 4, family="generic")
     videos = _random_videos(8)
     videos[2].window_scores[0] = np.nan
     videos[5].window_scores[-1] = np.inf
     with pytest.raises(EvaluationError, match="NaN or inf scores in 2 videos: v2, v5"):
-        evaluate_test_set("toy", videos, 4)
+        evaluate_test_set("toy", videos, 4, family="generic")
 
 
 def test_scores_file_roundtrip_old_format_and_garbage(tmp_path):

@@ -14,7 +14,6 @@ from copra_bench.evaluation.assembly import VideoScores
 from copra_bench.evaluation.postprocess import (
     PRESETS,
     PostprocessParams,
-    dataset_family,
     gaussian_kernel,
     position_weights,
     resolve_preset,
@@ -135,8 +134,10 @@ def test_presets_follow_the_protocol_doc():
     # the paper: K = 0.1 h on UCF, 0.15 h on XD, tau = 10; kernel 30 / 30 on XD
     assert (paper_ucf.fraction, paper_xd.fraction, paper_ucf.temperature, paper_xd.temperature) == (0.1, 0.15, 10, 10)
     assert (paper_xd.kernel_size, paper_xd.kernel_sigma) == (30, 30.0)
-    assert dataset_family("synth_ucf_B") == "synthetic" and dataset_family("xd_violence") == "xd_violence"
-    assert resolve_preset("vera_paper:xd_violence", "synth_ucf_A") == ("xd_violence", paper_xd)
+    assert resolve_preset("vera_paper:xd_violence", "synthetic") == ("xd_violence", paper_xd)
+    assert resolve_preset("vera_paper", "xd_violence") == ("xd_violence", paper_xd)
+    with pytest.raises(EvaluationError, match="unknown dataset 'synth_ucf_A'"):
+        resolve_preset("vera_code", "synth_ucf_A")  # a test set name is not a family: never guessed from names
     with pytest.raises(EvaluationError, match="unknown post-processing preset 'vera'"):
         resolve_preset("vera", "ucf_crime")
 
@@ -149,7 +150,7 @@ def test_steps_2_and_3_need_features():
                           gt),
               VideoScores("b", 0, np.array([0.2, 0.1]), window_to_frame_scores(np.array([0.2, 0.1]), 20),
                           np.zeros(20, np.uint8))]
-    result = evaluate_test_set("ucf_crime", videos, 16)
+    result = evaluate_test_set("ucf_crime", videos, 16, family="ucf_crime")
     assert math.isfinite(result.steps["step1"].auc)
     assert math.isnan(result.steps["step3"].auc) and "keep_features" in result.steps["step3"].undefined["auc"]
     assert result.frame_scores["step2"] is None and "test/ucf_crime/step2/auc" not in result.mlflow_metrics()

@@ -1,8 +1,8 @@
 """Putting window scores back together per video, checked, and saving them.
 
 Test windows arrive in batches mixing videos, from several DataLoader workers and DDP ranks. A
-:class:`WindowScoreCollector` keeps every ``(video, window) -> score`` it sees, gathers across ranks, and assembles
-each video's window scores in order, refusing missing or duplicated windows and non-finite scores, then spreads
+:class:`WindowScoreCollector` (a torchmetrics ``Metric``) keeps every ``(video, window) -> score`` it sees, gathers
+across ranks, and assembles each video's window scores in order, refusing missing or duplicated windows and non-finite scores, then spreads
 them to frames with :func:`~copra_bench.windows.window_to_frame_scores`.
 """
 
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from copra_bench.errors import EvaluationError
 from copra_bench.windows import num_windows, window_to_frame_scores
@@ -32,71 +34,88 @@ class VideoScores:
     fps: float = 0.0
 
 
-class WindowScoreCollector:
-    """Collects per-window scores (and optionally features) of one test set."""
+class WindowScoreCollector(Metric):
+    """Collects per-window scores (and optionally features) of one test set.
+
+    The states are torchmetrics "cat" lists, so :meth:`compute` gathers every DDP rank's windows (torchmetrics pads
+    the ranks' unequal counts) and returns them as numpy arrays in rank order; :meth:`assemble` checks them and
+    builds the videos. Each state starts with one empty tensor of its dtype, so a rank that saw no window still
+    gathers tensors of the right dtype. Features are kept flat (their width follows from the window count).
+    """
+
+    full_state_update = False
 
     def __init__(self, test_set, *, keep_features: bool = True) -> None:
+        super().__init__(compute_with_cache=False)
         self.test_set = test_set
         self.keep_features = keep_features
-        self.scores: dict[tuple[int, int], float] = {}
-        self.features: dict[tuple[int, int], np.ndarray] = {}
-        self.duplicates: list[tuple[int, int]] = []
+        for key, dtype in (("video_index", torch.int64), ("window_index", torch.int64), ("scores", torch.float32),
+                           ("features", torch.float16)):
+            self.add_state(key, default=[], dist_reduce_fx="cat")
+            getattr(self, key).append(torch.zeros(0, dtype=dtype))
+
+    def update(self, video_index: torch.Tensor, window_index: torch.Tensor, scores: torch.Tensor,
+               features: torch.Tensor | None = None) -> None:
+        self.video_index.append(video_index.detach().reshape(-1).to(self.device, torch.int64))
+        self.window_index.append(window_index.detach().reshape(-1).to(self.device, torch.int64))
+        self.scores.append(scores.detach().reshape(-1).to(self.device, torch.float32))
+        if features is not None and self.keep_features:
+            self.features.append(features.detach().reshape(-1).to(self.device, torch.float16))
 
     def add(self, video_index: torch.Tensor, window_index: torch.Tensor, scores: torch.Tensor,
             features: torch.Tensor | None = None) -> None:
-        videos = video_index.tolist()
-        windows = window_index.tolist()
-        values = scores.detach().float().cpu().tolist()
-        feats = features.detach().to(torch.float16).cpu().numpy() if (features is not None and self.keep_features) \
-            else None
-        for i, key in enumerate(zip(videos, windows)):
-            if key in self.scores:
-                self.duplicates.append(key)
-            self.scores[key] = values[i]
-            if feats is not None:
-                self.features[key] = feats[i]
+        """Record a batch: ``(video, window)`` indices, scores and optional ``[B, D]`` features."""
+        self.update(video_index, window_index, scores, features)
 
-    def gather(self) -> None:
-        """Merge the collections of all DDP ranks into every rank (no-op on one process)."""
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return
-        parts: list = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(parts, (self.scores, self.features, self.duplicates))
-        merged_scores, merged_features, duplicates = {}, {}, []
-        for scores, features, dups in parts:
-            duplicates += dups + [k for k in scores if k in merged_scores]
-            merged_scores.update(scores)
-            merged_features.update(features)
-        self.scores, self.features, self.duplicates = merged_scores, merged_features, duplicates
+    def compute(self) -> dict[str, np.ndarray]:
+        """Every rank's windows, concatenated: ``video_index``, ``window_index``, ``scores`` (float64) and
+        ``features`` (``[N, D]`` float16, or None when none were kept)."""
+        # a list on one process, one tensor once synced
+        out = {key: dim_zero_cat(getattr(self, key)).cpu().numpy()
+               for key in ("video_index", "window_index", "scores", "features")}
+        out["scores"] = out["scores"].astype(np.float64)
+        count = out["scores"].shape[0]
+        out["features"] = out["features"].reshape(count, -1) if (count and out["features"].size) else None
+        return out
 
     def assemble(self) -> list[VideoScores]:
         """Per-video scores in test-set order; raises if any window is missing, duplicated or not finite."""
-        if self.duplicates:
-            raise EvaluationError(f"{self.test_set.name}: {len(self.duplicates)} windows were scored twice, e.g. "
-                                  f"(video, window) {self.duplicates[:3]}: the test loader read a video twice")
-        stride = self.test_set.window_spec.stride
-        videos, bad = [], []
-        for v, record in enumerate(self.test_set.records):
-            expected = num_windows(record.num_frames, stride=stride)
-            missing = [w for w in range(expected) if (v, w) not in self.scores]
-            if missing:
-                raise EvaluationError(f"{self.test_set.name}/{record.name}: {len(missing)} of {expected} windows "
-                                      f"have no score (first missing: {missing[0]})")
-            window_scores = np.array([self.scores[(v, w)] for w in range(expected)], dtype=np.float64)
-            if not np.isfinite(window_scores).all():
-                bad.append(record.name)
-            features = None
-            if self.features:
-                features = np.stack([self.features[(v, w)] for w in range(expected)])
-            videos.append(VideoScores(name=record.name, label=record.label, window_scores=window_scores,
-                                      frame_scores=window_to_frame_scores(window_scores, record.num_frames,
-                                                                          stride=stride),
-                                      gt=record.gt, features=features, classes=tuple(record.classes),
-                                      fps=float(record.fps)))
-        if bad:
-            raise EvaluationError(f"{self.test_set.name}: NaN or inf scores in {len(bad)} videos: "
-                                  f"{', '.join(bad[:10])}")
-        return videos
+        return assemble_windows(self.test_set, **self.compute())
+
+
+def assemble_windows(test_set, *, video_index: np.ndarray, window_index: np.ndarray, scores: np.ndarray,
+                     features: np.ndarray | None) -> list[VideoScores]:
+    """Per-video scores of ``test_set`` from windows in arrival order; raises if any window is missing, duplicated
+    or not finite."""
+    row_of: dict[tuple[int, int], int] = {}
+    duplicates: list[tuple[int, int]] = []
+    for row, key in enumerate(zip(video_index.tolist(), window_index.tolist())):
+        if key in row_of:
+            duplicates.append(key)
+        row_of[key] = row
+    if duplicates:
+        raise EvaluationError(f"{test_set.name}: {len(duplicates)} windows were scored twice, e.g. "
+                              f"(video, window) {duplicates[:3]}: the test loader read a video twice")
+    stride = test_set.window_spec.stride
+    videos, bad = [], []
+    for v, record in enumerate(test_set.records):
+        expected = num_windows(record.num_frames, stride=stride)
+        missing = [w for w in range(expected) if (v, w) not in row_of]
+        if missing:
+            raise EvaluationError(f"{test_set.name}/{record.name}: {len(missing)} of {expected} windows "
+                                  f"have no score (first missing: {missing[0]})")
+        rows = [row_of[(v, w)] for w in range(expected)]
+        window_scores = scores[rows]
+        if not np.isfinite(window_scores).all():
+            bad.append(record.name)
+        videos.append(VideoScores(name=record.name, label=record.label, window_scores=window_scores,
+                                  frame_scores=window_to_frame_scores(window_scores, record.num_frames,
+                                                                      stride=stride),
+                                  gt=record.gt, features=None if features is None else features[rows],
+                                  classes=tuple(record.classes), fps=float(record.fps)))
+    if bad:
+        raise EvaluationError(f"{test_set.name}: NaN or inf scores in {len(bad)} videos: {', '.join(bad[:10])}")
+    return videos
 
 
 def check_ground_truth(videos: list[VideoScores], *, where: str = "") -> None:

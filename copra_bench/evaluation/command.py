@@ -10,6 +10,11 @@ directory's ``metrics.json``) unless given on the command line.
   ``<run name>+<preset>``, with the original's params and tags, ``protocol.*`` params of this evaluation and the tag
   ``evaluated_from=<run id>``; the report groups runs by ``protocol.*``, so the two never mix.
 * A directory or a file: the table is printed (``--out`` writes the metrics JSON).
+
+Each test set's dataset family (which picks its post-processing parameters and primary AP) is the one its scores
+file records (``meta/dataset_family``); files written before it was recorded need ``--dataset`` (or a preset that
+forces one, ``<preset>:<dataset>``). Everything is written by the run's one writer,
+:class:`~copra_bench.tracking.results.RunResultsWriter`.
 """
 
 from __future__ import annotations
@@ -18,18 +23,20 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from copra_bench.errors import EvaluationError, TrackingError
 from copra_bench.evaluation.assembly import load_meta, load_scores
-from copra_bench.evaluation.postprocess import DEFAULT_PRESET, PRESETS
-from copra_bench.evaluation.protocol import (
-    EvaluationSettings,
-    TestSetEvaluation,
-    evaluate_test_set,
-    protocol_params,
+from copra_bench.evaluation.evaluator import TestSetResult
+from copra_bench.evaluation.postprocess import DATASET_FAMILIES, DEFAULT_PRESET, PRESETS
+from copra_bench.evaluation.protocol import EvaluationSettings, evaluate_test_set, protocol_params
+from copra_bench.tracking import (
+    AttachedRun,
+    RunResultsWriter,
+    check_tracking_uri,
+    format_results_table,
+    metrics_document,
 )
 
 
@@ -41,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap-samples", type=int, help="bootstrap replicates (default: the run's, else 1000)")
     parser.add_argument("--bootstrap-seed", type=int, help="bootstrap seed (default: the run's, else 0)")
     parser.add_argument("--stride", type=int, help="window stride, for scores files that do not record it")
+    parser.add_argument("--dataset", choices=DATASET_FAMILIES,
+                        help="dataset family of the test sets, for scores files that do not record it")
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store of --run <id>")
     parser.add_argument("--out", help="write the metrics as JSON to this file")
     return parser
@@ -58,8 +67,19 @@ def _settings(args: argparse.Namespace, recorded: dict[str, Any]) -> EvaluationS
                               bootstrap_seed=pick(args.bootstrap_seed, "bootstrap_seed", 0, int))
 
 
-def evaluate_files(files: list[Path], settings: EvaluationSettings, *, stride: int | None = None
-                   ) -> list[tuple[TestSetEvaluation, list]]:
+def _family_of(path: Path, meta: dict, settings: EvaluationSettings, family: str | None) -> str:
+    """The test set's dataset family: recorded in the file, else ``--dataset``, else the family the preset forces."""
+    if "dataset_family" in meta:
+        return str(meta["dataset_family"])
+    forced = settings.postprocess.partition(":")[2]
+    if family or forced:
+        return family or forced
+    raise EvaluationError(f"{path} does not record its dataset family (written before it was saved); pass --dataset "
+                          f"(one of {', '.join(DATASET_FAMILIES)}) or --postprocess <preset>:<dataset>")
+
+
+def evaluate_files(files: list[Path], settings: EvaluationSettings, *, stride: int | None = None,
+                   family: str | None = None) -> list[TestSetResult]:
     """Evaluate each scores file (test set name = file stem)."""
     out = []
     for path in files:
@@ -68,8 +88,10 @@ def evaluate_files(files: list[Path], settings: EvaluationSettings, *, stride: i
         if step is None:
             raise EvaluationError(f"{path} does not record the window stride (written before it was saved); "
                                   "pass --stride (16 in the field)")
+        own = _family_of(path, meta, settings, family)
         videos = load_scores(path)
-        out.append((evaluate_test_set(path.stem, videos, step, settings), videos))
+        out.append(TestSetResult(path.stem, evaluate_test_set(path.stem, videos, step, settings, family=own),
+                                 videos, step, own))
     return out
 
 
@@ -80,62 +102,21 @@ def _scores_of(folder: Path) -> list[Path]:
     return files
 
 
-def _write(folder: Path, results: list[tuple[TestSetEvaluation, list]], protocol: dict) -> list[Path]:
-    from copra_bench.evaluation.plots import save_plots
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "metrics.json"
-    path.write_text(json.dumps({"test": {e.name: e.as_json() for e, _ in results}, "protocol": protocol},
-                               indent=2, default=str))
-    written = [path]
-    for evaluation, videos in results:
-        written += save_plots(folder / "plots" / evaluation.name, evaluation, videos)
-    return written
-
-
-def _log_to_mlflow(client: Any, run: Any, results: list[tuple[TestSetEvaluation, list]], protocol: dict,
-                   settings: EvaluationSettings, files: list[Path]) -> str:
-    from mlflow.entities import Metric, Param
-
-    params = run.data.params
-    same = params.get("protocol.postprocess", settings.postprocess) == settings.postprocess
-    target = run.info.run_id
-    if not same:
-        tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
-        tags.update({"evaluated_from": run.info.run_id,
-                     "mlflow.runName": f"{run.info.run_name}+{settings.postprocess}"})
-        new = client.create_run(run.info.experiment_id, tags=tags)
-        target = new.info.run_id
-        keep = [Param(k, v) for k, v in params.items() if not k.startswith("protocol.")]
-        for i in range(0, len(keep), 100):
-            client.log_batch(target, params=keep[i:i + 100])
-    logged = client.get_run(target).data.params
-    fresh = [Param(f"protocol.{k}", str(v)) for k, v in protocol.items() if f"protocol.{k}" not in logged]
-    for i in range(0, len(fresh), 100):
-        client.log_batch(target, params=fresh[i:i + 100])
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, 0) for e, _ in results for k, v in e.mlflow_metrics().items()]
-    for i in range(0, len(metrics), 500):
-        client.log_batch(target, metrics=metrics[i:i + 500])
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / settings.postprocess.replace(":", "_")
-        written = _write(folder, results, protocol)
-        for path in written:
-            sub = path.parent.relative_to(Path(tmp)).as_posix()
-            client.log_artifact(target, str(path), f"evaluate/{sub}")
-        if not same:
-            for path in files:
-                client.log_artifact(target, str(path), "scores")
-    if not same:
-        client.set_terminated(target)
+def _target_run(client: Any, run: Any, settings: EvaluationSettings) -> AttachedRun:
+    """The run itself when the preset is its own; else a new run in its experiment with its params and tags (MLflow
+    params cannot change), named ``<run name>+<preset>`` and tagged ``evaluated_from``."""
+    if run.data.params.get("protocol.postprocess", settings.postprocess) == settings.postprocess:
+        return AttachedRun(client, run.info.run_id)
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+    tags.update({"evaluated_from": run.info.run_id, "mlflow.runName": f"{run.info.run_name}+{settings.postprocess}"})
+    target = AttachedRun(client, client.create_run(run.info.experiment_id, tags=tags).info.run_id)
+    target.log_params({k: v for k, v in run.data.params.items() if not k.startswith("protocol.")})
     return target
 
 
 def _evaluate_run_id(run_id: str, args: argparse.Namespace) -> tuple[list, EvaluationSettings, dict]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-
-    from copra_bench.tracking import check_tracking_uri
 
     check_tracking_uri(args.tracking_uri)
     client = MlflowClient(args.tracking_uri)
@@ -160,11 +141,18 @@ def _evaluate_run_id(run_id: str, args: argparse.Namespace) -> tuple[list, Evalu
                 raise EvaluationError(f"run {run_id} has no scores artifacts ({err})") from None
             folder = Path(tmp)
         files = _scores_of(folder)
-        results = evaluate_files(files, settings, stride=args.stride)
-        protocol = {**{k: v for k, v in recorded.items() if not _is_evaluation_key(k)},
-                    **protocol_params([e for e, _ in results], settings)}
-        target = _log_to_mlflow(client, run, results, protocol, settings, files)
-    where = "the same run" if target == run_id else f"new run {target} (evaluated_from={run_id})"
+        results = evaluate_files(files, settings, stride=args.stride, family=args.dataset)
+        protocol = _protocol(recorded, results, settings)
+        target = _target_run(client, run, settings)
+        preset = settings.postprocess.replace(":", "_")
+        writer = RunResultsWriter(Path(tmp) / "evaluate" / preset, target, artifact_root=f"evaluate/{preset}")
+        writer.log_metrics(results)
+        writer.save_test(results, protocol=protocol, with_scores=False)
+        if target.run_id != run_id:
+            for path in files:
+                writer.upload(path, "scores")
+            client.set_terminated(target.run_id)
+    where = "the same run" if target.run_id == run_id else f"new run {target.run_id} (evaluated_from={run_id})"
     print(f"logged to {where} in {args.tracking_uri}")
     return results, settings, protocol
 
@@ -173,6 +161,12 @@ def _is_evaluation_key(key: str) -> bool:
     """Keys :func:`protocol_params` writes itself (the rest of the recorded protocol is the DataModule's)."""
     own = set(EvaluationSettings().protocol_params()) | {"ap_primary"}
     return key in own or key.startswith("postprocess.")
+
+
+def _protocol(recorded: dict[str, Any], results: list[TestSetResult], settings: EvaluationSettings) -> dict:
+    """The DataModule's recorded protocol with this evaluation's own keys."""
+    return {**{k: v for k, v in recorded.items() if not _is_evaluation_key(k)},
+            **protocol_params([r.evaluation for r in results], settings)}
 
 
 def run_evaluate(argv: list[str]) -> int:
@@ -187,19 +181,15 @@ def run_evaluate(argv: list[str]) -> int:
             recorded = json.loads((folder / "metrics.json").read_text()).get("protocol", {})
         settings = _settings(args, recorded)
         files = [source] if source.suffix == ".npz" else _scores_of(source)
-        results = evaluate_files(files, settings, stride=args.stride)
-        protocol = {**{k: v for k, v in recorded.items() if not _is_evaluation_key(k)},
-                    **protocol_params([e for e, _ in results], settings)}
+        results = evaluate_files(files, settings, stride=args.stride, family=args.dataset)
+        protocol = _protocol(recorded, results, settings)
     else:
         results, settings, protocol = _evaluate_run_id(args.run, args)
     if args.out:
-        Path(args.out).write_text(json.dumps({"test": {e.name: e.as_json() for e, _ in results},
-                                              "protocol": protocol}, indent=2, default=str))
-    from copra_bench.tracking import format_results_table
-
+        Path(args.out).write_text(json.dumps(metrics_document(results, protocol=protocol), indent=2, default=str))
     print(f"post-processing: {settings.postprocess}; bootstrap: {settings.bootstrap_samples} replicates, "
           f"seed {settings.bootstrap_seed}")
-    print(format_results_table({e.name: e.as_json() for e, _ in results}))
+    print(format_results_table({r.name: r.evaluation.as_json() for r in results}))
     return 0
 
 

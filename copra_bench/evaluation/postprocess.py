@@ -23,6 +23,7 @@ frame scores                  XD: sigmoid, then rounded to 0.1            kept
 ============================  ==========================================  ===========================================
 
 ShanghaiTech, the synthetic world and unknown datasets use the UCF-Crime parameters (single-camera surveillance).
+Which dataset a test set is comes from the DataModule that made it (``TestSet.family``), never from its name.
 Everything is numpy, vectorised per video; similarities are float32 (as VERA's numpy code), the rest float64.
 """
 
@@ -76,27 +77,17 @@ PRESETS: dict[str, dict[str, PostprocessParams]] = {
 }
 
 
-def dataset_family(test_set: str) -> str:
-    """Which dataset's protocol a test set follows, from its name (``synth_ucf_B`` -> ``synthetic``)."""
-    name = test_set.lower()
-    if name.startswith("synth"):
-        return "synthetic"
-    for family, keys in (("ucf_crime", ("ucf",)), ("xd_violence", ("xd",)), ("shanghaitech", ("shanghai", "sht"))):
-        if any(k in name for k in keys):
-            return family
-    return "generic"
-
-
-def resolve_preset(preset: str, test_set: str) -> tuple[str, PostprocessParams]:
-    """``(family, params)`` of a preset for a test set. ``preset`` may force the family: ``vera_code:xd_violence``."""
-    name, _, family = preset.partition(":")
+def resolve_preset(preset: str, family: str) -> tuple[str, PostprocessParams]:
+    """``(family, params)`` of a preset for a test set of dataset ``family`` (the test set's own, see
+    :class:`~copra_bench.datamodules.base.TestSet`). ``preset`` may force another family: ``vera_code:xd_violence``."""
+    name, _, forced = preset.partition(":")
     if name not in PRESETS:
         raise EvaluationError(f"unknown post-processing preset {name!r}; choose one of {', '.join(PRESETS)} "
                               f"(optionally ':<dataset>' with a dataset of {', '.join(DATASET_FAMILIES)})")
-    family = family or dataset_family(test_set)
+    family = forced or family
     if family not in PRESETS[name]:
-        raise EvaluationError(f"preset {preset!r}: unknown dataset {family!r}; use one of "
-                              f"{', '.join(DATASET_FAMILIES)}")
+        where = f"preset {preset!r}" if forced else "the test set's family"
+        raise EvaluationError(f"{where}: unknown dataset {family!r}; use one of {', '.join(DATASET_FAMILIES)}")
     return family, PRESETS[name][family]
 
 

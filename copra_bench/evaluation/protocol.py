@@ -205,10 +205,11 @@ def step_metrics(frame_scores: list[np.ndarray], videos: list[VideoScores], *, a
 
 
 def evaluate_test_set(name: str, videos: list[VideoScores], stride: int,
-                      settings: EvaluationSettings = EvaluationSettings()) -> TestSetEvaluation:
-    """Post-process every video (three steps) and compute every metric of every step."""
+                      settings: EvaluationSettings = EvaluationSettings(), *, family: str) -> TestSetEvaluation:
+    """Post-process every video (three steps) and compute every metric of every step. ``family`` is the test set's
+    dataset family (it picks the post-processing parameters and the primary AP unless the preset forces one)."""
     check_videos(name, videos)
-    family, params = resolve_preset(settings.postprocess, name)
+    family, params = resolve_preset(settings.postprocess, family)
     ap_primary = AP_PRIMARY[family]
     per_step: dict[str, list[np.ndarray] | None] = {step: [] for step in STEPS}
     for v in videos:

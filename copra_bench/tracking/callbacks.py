@@ -2,8 +2,9 @@
 
 * :class:`ConfigToRun` is LightningCLI's ``SaveConfigCallback``: the resolved config as ``config.yaml`` artifact and
   its flattened keys as MLflow params.
-* :class:`RunArtifacts` writes the test results (``metrics.json``, per-video scores ``scores/<test set>.npz``) to the
-  run directory and uploads them as MLflow artifacts, and prints the results table.
+* :class:`RunArtifacts` is the run's :class:`~copra_bench.evaluation.evaluator.ResultSink`: it writes the test results
+  (``metrics.json``, per-video scores ``scores/<test set>.npz``, plots) to the run directory and uploads them as
+  MLflow artifacts, prints the results table, and records the DataModule's skipped and evaluated videos.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.cli import SaveConfigCallback
 
-from copra_bench.evaluation.assembly import save_scores
+from copra_bench.evaluation.assembly import VideoScores
+from copra_bench.evaluation.evaluator import ResultSink, TestOutcome
 
 from .logger import flatten, mlflow_logger_of, run_dir_of
-from .results import format_results_table, write_metrics_json
+from .results import RunResultsWriter, format_results_table
 
 
 class ConfigToRun(SaveConfigCallback):
@@ -50,8 +52,11 @@ class ConfigToRun(SaveConfigCallback):
         logger.log_artifact(path)
 
 
-class RunArtifacts(L.Callback):
-    """Writes test/predict results to the run directory (first) and uploads them to MLflow (second).
+class RunArtifacts(L.Callback, ResultSink):
+    """Writes the run's results to the run directory (first) and uploads them to MLflow (second), through
+    :class:`~copra_bench.tracking.results.RunResultsWriter`: the test outcome and predictions the module's evaluator
+    hands over, the DataModule's records (skipped and evaluated videos) when a stage is set up, and what the method
+    exports when fit ends.
 
     Also times the stages (``timing`` in ``metrics.json``: seconds of fit and of each test pass).
     """
@@ -59,6 +64,15 @@ class RunArtifacts(L.Callback):
     def __init__(self) -> None:
         self.timing: dict[str, float] = {}
         self._started: dict[str, float] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning sets the DataModule up just before this hook: its records are complete for the stage.
+        logger = mlflow_logger_of(trainer)
+        records_of = getattr(trainer.datamodule, "records_to_log", None)
+        if logger is None or records_of is None or not trainer.is_global_zero:
+            return
+        records = records_of()
+        RunResultsWriter(logger.run_dir, logger).record_data(records.skipped, records.evaluated)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started["fit"] = time.perf_counter()
@@ -89,40 +103,21 @@ class RunArtifacts(L.Callback):
             return None
         return run_dir_of(trainer) if trainer.is_global_zero else None
 
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Runs before the module's own on_test_end, which raises for failed test sets: what succeeded is kept.
+    def save_test_outcome(self, trainer: L.Trainer, outcome: TestOutcome) -> None:
         run_dir = self._output_dir(trainer)
-        if run_dir is not None and getattr(pl_module, "test_results", None):
-            self._save_test_results(trainer, pl_module, run_dir)
-
-    def _save_test_results(self, trainer: L.Trainer, pl_module: L.LightningModule, run_dir: Path) -> None:
-        from copra_bench.evaluation.plots import save_plots
-        from copra_bench.evaluation.protocol import protocol_params
-
+        if run_dir is None or not outcome.results:
+            return
         self.timing["test_s"] = time.perf_counter() - self._started.pop("test", time.perf_counter())
-        logger = mlflow_logger_of(trainer)
-        results = {}
-        evaluations = [result.evaluation for result in pl_module.test_results.values()]
-        for name, result in pl_module.test_results.items():
-            path = save_scores(run_dir / "scores" / f"{name}.npz", result.videos, extra={"stride": result.stride})
-            results[name] = result.evaluation.as_json()
-            plots = save_plots(run_dir / "plots" / name, result.evaluation, result.videos)
-            if logger is not None:
-                logger.log_artifact(path, "scores")
-                for plot in plots:
-                    logger.log_artifact(plot, f"plots/{name}")
-        protocol = protocol_params(evaluations, pl_module.evaluation_settings, trainer.datamodule)
-        write_metrics_json(run_dir, results, protocol=protocol, conventions=pl_module.metric_conventions(),
-                           timing=self.timing, logger=logger)
-        print(format_results_table(results, run_dir=run_dir))
+        results = list(outcome.results.values())
+        RunResultsWriter(run_dir, mlflow_logger_of(trainer)).save_test(
+            results, protocol=outcome.protocol, conventions=outcome.conventions, timing=self.timing)
+        print(format_results_table({r.name: r.evaluation.as_json() for r in results}, run_dir=run_dir))
 
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def save_predictions(self, trainer: L.Trainer, predictions: dict[str, list[VideoScores]]) -> None:
         run_dir = self._output_dir(trainer)
         if run_dir is None:
             return
-        logger = mlflow_logger_of(trainer)
-        for name, videos in pl_module.predict_results.items():
-            path = save_scores(run_dir / "predictions" / f"{name}.npz", videos)
-            if logger is not None:
-                logger.log_artifact(path, "predictions")
+        writer = RunResultsWriter(run_dir, mlflow_logger_of(trainer))
+        for name, videos in predictions.items():
+            path = writer.save_predictions(name, videos)
             print(f"predictions for {name} ({len(videos)} videos): {path}")

@@ -1,17 +1,57 @@
-"""A run's results outside MLflow's metric stream: ``metrics.json``, ``protocol.*`` params and the text table."""
+"""The one writer of a run's results: ``scores/<test set>.npz``, plots, ``metrics.json``, ``protocol.*`` params, the
+data records and the results table, used by the test pass (:class:`~copra_bench.tracking.callbacks.RunArtifacts`)
+and by ``python -m copra_bench evaluate``.
+
+Files are written to a local folder first and then uploaded to the run's MLflow artifacts, into the same relative
+folder (under ``artifact_root`` when given). The upload goes through the project's
+:class:`~copra_bench.tracking.logger.MLFlowLogger`, or through :class:`AttachedRun` (the same methods) for a run
+that ``evaluate`` attaches to afterwards.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-from .logger import MLFlowLogger
+from copra_bench.evaluation.assembly import VideoScores, save_scores
+from copra_bench.evaluation.evaluator import TestSetResult
+from copra_bench.evaluation.plots import save_plots
+
+from .logger import MLFLOW_PARAM_LIMIT, MLFlowLogger
 
 
-def log_protocol_params(logger: MLFlowLogger, protocol: dict[str, Any]) -> None:
+class AttachedRun:
+    """An existing MLflow run, with the upload methods of :class:`MLFlowLogger` (``evaluate`` logs into runs that
+    no trainer holds). ``experiment`` is the ``MlflowClient``, as the logger's."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.experiment = client
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.experiment.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MLFLOW_PARAM_LIMIT]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.experiment.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.experiment.log_artifact(self.run_id, str(path), artifact_path)
+
+
+def log_protocol_params(logger: MLFlowLogger | AttachedRun, protocol: dict[str, Any]) -> None:
     """``protocol.<key>`` params; keys the run already has with the same value are skipped (MLflow refuses to
     change a param: a different value is reported, not overwritten)."""
     params = {f"protocol.{k}": str(v) for k, v in protocol.items()}
@@ -26,18 +66,14 @@ def log_protocol_params(logger: MLFlowLogger, protocol: dict[str, Any]) -> None:
     logger.log_params({k: v for k, v in params.items() if k not in logged})
 
 
-def write_metrics_json(run_dir: Path, results: dict[str, dict], *, protocol: dict[str, Any],
-                       conventions: dict[str, str], timing: dict[str, float] | None = None,
-                       logger: MLFlowLogger | None = None) -> Path:
-    """``<run_dir>/metrics.json`` (per test set and step; undefined metrics null with their reason), uploaded with
-    the ``protocol.*`` params when a logger is given."""
-    path = run_dir / "metrics.json"
-    path.write_text(json.dumps({"test": results, "protocol": protocol, "conventions": conventions,
-                                "timing": timing or {}}, indent=2, default=str))
-    if logger is not None:
-        log_protocol_params(logger, protocol)
-        logger.log_artifact(path)
-    return path
+def metrics_document(results: list[TestSetResult], *, protocol: dict[str, Any],
+                     conventions: dict[str, str] | None = None, timing: dict[str, float] | None = None) -> dict:
+    """What ``metrics.json`` holds: per test set and step (undefined metrics null with their reason), the protocol,
+    and for a test pass the conventions and timing."""
+    document: dict[str, Any] = {"test": {r.name: r.evaluation.as_json() for r in results}, "protocol": protocol}
+    if conventions is not None:
+        document.update(conventions=conventions, timing=timing or {})
+    return document
 
 
 def _pct(value: Any) -> str:
@@ -61,3 +97,93 @@ def format_results_table(results: dict[str, dict], *, run_dir: Path | None = Non
     if run_dir is not None:
         lines.append(f"run directory: {run_dir}")
     return "\n".join(lines) + "\n"
+
+
+class RunResultsWriter:
+    """Writes results into ``folder`` and uploads each file to ``logger``'s run (when given).
+
+    Args:
+        folder: Local folder (the run directory; a temporary one for ``evaluate`` on a run id).
+        logger: :class:`MLFlowLogger` or :class:`AttachedRun`; None writes the local files only.
+        artifact_root: Artifact folder the files go under (``evaluate/<preset>``); default the run's root.
+    """
+
+    def __init__(self, folder: Path, logger: MLFlowLogger | AttachedRun | None = None, *,
+                 artifact_root: str = "") -> None:
+        self.folder = Path(folder)
+        self.logger = logger
+        self.artifact_root = artifact_root
+
+    def upload(self, path: Path, artifact_path: str | None = None) -> None:
+        """Upload one file into ``artifact_path`` (default: its folder relative to :attr:`folder`)."""
+        if self.logger is None:
+            return
+        if artifact_path is None:
+            relative = path.parent.relative_to(self.folder).as_posix()
+            parts = [p for p in (self.artifact_root, "" if relative == "." else relative) if p]
+            artifact_path = "/".join(parts) or None
+        self.logger.log_artifact(path, artifact_path)
+
+    def save_scores(self, result: TestSetResult) -> Path:
+        """``scores/<test set>.npz`` with ``meta/stride`` and ``meta/dataset_family`` (``evaluate`` reads both)."""
+        path = save_scores(self.folder / "scores" / f"{result.name}.npz", result.videos,
+                           extra={"stride": result.stride, "dataset_family": result.family})
+        self.upload(path)
+        return path
+
+    def save_predictions(self, name: str, videos: list[VideoScores]) -> Path:
+        path = save_scores(self.folder / "predictions" / f"{name}.npz", videos)
+        self.upload(path)
+        return path
+
+    def save_plots(self, result: TestSetResult) -> list[Path]:
+        plots = save_plots(self.folder / "plots" / result.name, result.evaluation, result.videos)
+        for plot in plots:
+            self.upload(plot)
+        return plots
+
+    def write_metrics(self, results: list[TestSetResult], *, protocol: dict[str, Any],
+                      conventions: dict[str, str] | None = None, timing: dict[str, float] | None = None) -> Path:
+        """``metrics.json`` (see :func:`metrics_document`), uploaded with the ``protocol.*`` params."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "metrics.json"
+        document = metrics_document(results, protocol=protocol, conventions=conventions, timing=timing)
+        path.write_text(json.dumps(document, indent=2, default=str))
+        if self.logger is not None:
+            log_protocol_params(self.logger, protocol)
+            self.upload(path)
+        return path
+
+    def log_metrics(self, results: list[TestSetResult]) -> None:
+        """Every defined metric of every step (``test/<set>/<step>/<metric>``); a test pass logs them through
+        Lightning instead, ``evaluate`` through this."""
+        if self.logger is not None:
+            self.logger.log_metrics({k: v for r in results for k, v in r.evaluation.mlflow_metrics().items()}, 0)
+
+    def save_test(self, results: list[TestSetResult], *, protocol: dict[str, Any],
+                  conventions: dict[str, str] | None = None, timing: dict[str, float] | None = None,
+                  with_scores: bool = True) -> Path:
+        """Scores (unless ``with_scores`` is off), plots of every test set, then ``metrics.json``."""
+        for result in results:
+            if with_scores:
+                self.save_scores(result)
+            self.save_plots(result)
+        return self.write_metrics(results, protocol=protocol, conventions=conventions, timing=timing)
+
+    def record_data(self, skipped: dict[str, list[str]], evaluated: dict[str, list[str]]) -> None:
+        """``data/skipped_videos`` (the count), ``skipped_videos.txt`` when any, and for every test set
+        ``evaluated_videos/<test set>.txt`` (exactly the videos that enter its metric)."""
+        count = sum(len(v) for v in skipped.values())
+        if self.logger is not None:
+            self.logger.log_metrics({"data/skipped_videos": float(count)})
+        if count:
+            path = self.folder / "skipped_videos.txt"
+            path.write_text("".join(f"{key}\t{line}\n" for key, lines in skipped.items() for line in lines))
+            self.upload(path)
+        if evaluated:
+            folder = self.folder / "evaluated_videos"
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, videos in evaluated.items():
+                path = folder / f"{name}.txt"
+                path.write_text("".join(f"{v}\n" for v in videos))
+                self.upload(path)

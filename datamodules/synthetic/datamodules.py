@@ -34,6 +34,7 @@ class SyntheticWorldMixin:
 
     layout = "ucf_crime"
     short_name = "ucf"
+    dataset_family = "synthetic"  # every layout of the synthetic world follows its own protocol, not the reader's
 
     def __init__(self, *, domain: str = "A", synth_seed: int = 0, num_train_normal: int = 8,
                  num_train_abnormal: int = 8, num_test_normal: int = 6, num_test_abnormal: int = 6,

@@ -1,0 +1,203 @@
+"""The evaluator a :class:`~copra_bench.bench_module.BenchModule` owns (built by its ``configure_evaluator``).
+
+It is the one place test, predict and validation numbers are made: it collects window scores per test set
+(:class:`~copra_bench.evaluation.assembly.WindowScoreCollector`), assembles frames, runs the protocol of each set
+(:func:`~copra_bench.evaluation.protocol.evaluate_test_set`) and returns the results and the per-set errors as a
+:class:`TestOutcome`. :meth:`Evaluator.publish_test` hands that value to the run's :class:`ResultSink` callbacks
+(they save what succeeded) and then raises for the failed sets, in that order, in one function. Distributed
+gathering is torchmetrics' (``cat`` states synced in ``compute``).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from copra_bench.errors import EvaluationError
+from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector
+from copra_bench.evaluation.metrics import video_auc
+from copra_bench.evaluation.protocol import (
+    AP_PRIMARY,
+    CLASS_AUC_CONVENTION,
+    EvaluationSettings,
+    StepMetrics,
+    TestSetEvaluation,
+    evaluate_test_set,
+    protocol_params,
+)
+
+
+@dataclass
+class TestSetResult:
+    """Everything a test pass produced for one test set: per-video scores and the metrics of every step.
+
+    ``family`` is the test set's own dataset family (recorded in its scores file); ``evaluation.family`` is the one
+    whose parameters were used (another when the preset forces it)."""
+
+    name: str
+    evaluation: TestSetEvaluation
+    videos: list[VideoScores]
+    stride: int
+    family: str
+
+    @property
+    def metrics(self) -> StepMetrics:
+        """Step 1 (the method's own scores, no post-processing)."""
+        return self.evaluation.steps["step1"]
+
+
+@dataclass
+class TestOutcome:
+    """The result of one test pass: the sets that were evaluated, the errors of those that failed, and what the
+    run records with them (``protocol.*`` params, ``conventions``)."""
+
+    results: dict[str, TestSetResult] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
+    conventions: dict[str, str] = field(default_factory=dict)
+
+    def raise_for_errors(self) -> None:
+        if self.errors:
+            raise EvaluationError("evaluation failed for " + "; ".join(f"{k}: {v}" for k, v in self.errors.items()))
+
+
+class ResultSink(abc.ABC):
+    """A callback that saves what the evaluator produced (the run's artifacts); called on every rank."""
+
+    @abc.abstractmethod
+    def save_test_outcome(self, trainer: L.Trainer, outcome: TestOutcome) -> None:
+        """Save the test sets that succeeded (the evaluator raises for the others afterwards)."""
+
+    @abc.abstractmethod
+    def save_predictions(self, trainer: L.Trainer, predictions: dict[str, list[VideoScores]]) -> None:
+        """Save the per-video scores of a predict pass."""
+
+
+class VideoAUCMetric(Metric):
+    """Video-level ROC-AUC of validation clips (``val/video_auc``), gathered over DDP ranks by torchmetrics."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__(compute_with_cache=False)
+        for key, dtype in (("scores", torch.float32), ("labels", torch.int64)):
+            self.add_state(key, default=[], dist_reduce_fx="cat")
+            getattr(self, key).append(torch.zeros(0, dtype=dtype))  # typed, for ranks that see no clip
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        self.scores.append(scores.detach().reshape(-1).to(self.device, torch.float32))
+        self.labels.append(labels.detach().reshape(-1).to(self.device, torch.int64))
+
+    def compute(self) -> float | None:
+        """The AUC (None when no clip was scored)."""
+        scores = dim_zero_cat(self.scores).cpu().numpy().astype(np.float64)  # a list, or one tensor once synced
+        if scores.size == 0:
+            return None
+        return video_auc(scores, dim_zero_cat(self.labels).cpu().numpy())
+
+
+def _state_device(device: torch.device) -> torch.device:
+    """Where the metric states live: the module's device only when NCCL gathers them (it gathers CUDA tensors
+    only); else the CPU, so a long test pass keeps no scores or features in accelerator memory."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return device if distributed and torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _sinks(trainer: L.Trainer) -> list[ResultSink]:
+    return [callback for callback in trainer.callbacks if isinstance(callback, ResultSink)]
+
+
+class Evaluator:
+    """Collects, evaluates and publishes the scores of one module (see the module docstring).
+
+    Args:
+        settings: The choices that change the numbers (post-processing preset, bootstrap).
+        keep_features: Keep each test window's pooled vision feature (Steps 2-3 and the scores file need them).
+    """
+
+    def __init__(self, settings: EvaluationSettings, *, keep_features: bool = True) -> None:
+        self.settings = settings
+        self.keep_features = keep_features
+        self.outcome = TestOutcome()
+        self.predictions: dict[str, list[VideoScores]] = {}
+        self._collectors: list[WindowScoreCollector] = []
+        self._validation = VideoAUCMetric()
+
+    # ------------------------------------------------------------------------------------------------ validation
+    def start_validation(self, device: torch.device) -> None:
+        self._validation = VideoAUCMetric().to(_state_device(device))
+
+    def add_validation(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        self._validation.update(scores, labels)
+
+    def validation_auc(self) -> float | None:
+        """The epoch's video AUC over every rank's clips (every rank must call it under DDP)."""
+        return self._validation.compute()
+
+    # ------------------------------------------------------------------------------------------ test and predict
+    def start(self, test_sets: list, device: torch.device) -> None:
+        """One collector per test set, in test-dataloader order (``device``: the module's)."""
+        self._collectors = [WindowScoreCollector(ts, keep_features=self.keep_features).to(_state_device(device))
+                            for ts in test_sets]
+
+    def add(self, dataloader_idx: int, video_index: torch.Tensor, window_index: torch.Tensor,
+            scores: torch.Tensor, features: torch.Tensor | None = None) -> None:
+        self._collectors[dataloader_idx].add(video_index, window_index, scores,
+                                             features if self.keep_features else None)
+
+    def evaluate(self, datamodule: Any = None) -> TestOutcome:
+        """Evaluate every test set on its own: one that fails (missing windows, NaN scores) is recorded in
+        ``errors`` and the others are still evaluated. Kept as :attr:`outcome` until the next pass."""
+        outcome = TestOutcome()
+        for collector in self._collectors:
+            test_set = collector.test_set
+            stride = test_set.window_spec.stride
+            try:
+                videos = collector.assemble()
+                evaluation = evaluate_test_set(test_set.name, videos, stride, self.settings, family=test_set.family)
+            except EvaluationError as err:
+                outcome.errors[test_set.name] = str(err)
+                continue
+            outcome.results[test_set.name] = TestSetResult(test_set.name, evaluation, videos, stride,
+                                                           test_set.family)
+        outcome.protocol = protocol_params([r.evaluation for r in outcome.results.values()], self.settings,
+                                           datamodule)
+        families = datamodule.test_set_families() if datamodule is not None else {}
+        outcome.conventions = self.conventions(families)
+        self._collectors = []
+        self.outcome = outcome
+        return outcome
+
+    def assemble(self) -> dict[str, list[VideoScores]]:
+        """Per-video scores of every test set of a predict pass (raises on missing or duplicated windows)."""
+        self.predictions = {c.test_set.name: c.assemble() for c in self._collectors}
+        self._collectors = []
+        return self.predictions
+
+    def publish_test(self, trainer: L.Trainer) -> None:
+        """Save the last outcome through the run's sinks, then raise for the test sets that failed."""
+        for sink in _sinks(trainer):
+            sink.save_test_outcome(trainer, self.outcome)
+        self.outcome.raise_for_errors()
+
+    def publish_predictions(self, trainer: L.Trainer) -> None:
+        for sink in _sinks(trainer):
+            sink.save_predictions(trainer, self.predictions)
+
+    # ------------------------------------------------------------------------------------------------ conventions
+    def conventions(self, families: dict[str, str]) -> dict[str, str]:
+        """How the logged metrics are defined (``conventions.*``), for test sets ``{name: dataset family}``."""
+        primaries = {name: AP_PRIMARY[family] for name, family in families.items()}
+        ap = (next(iter(primaries.values())) if len(set(primaries.values())) == 1
+              else ",".join(f"{k}={v}" for k, v in primaries.items()) or "per dataset")
+        return {"metric_aggregation": "micro (all test frames concatenated)", "ap_convention": ap,
+                "ap_variants": "ap_step = sklearn average_precision_score; ap_trapz = auc(recall, precision)",
+                "class_auc": CLASS_AUC_CONVENTION, "postprocess": self.settings.postprocess,
+                "window_to_frames": "window i covers frames [i*stride, (i+1)*stride), last to the end"}
