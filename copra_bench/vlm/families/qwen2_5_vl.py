@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from ..tiny import build_tiny_qwen
-from .qwen2_vl import QWEN_MROPE, QWEN_VISUAL
-from .registry import VLMFamily, register_family
+from .qwen2_vl import register_qwen_family
 
 
 def build_tiny(seed: int = 0, attn_implementation: str | None = None):
@@ -23,15 +22,6 @@ def build_tiny(seed: int = 0, attn_implementation: str | None = None):
                            attn_implementation)
 
 
-FAMILY = register_family(VLMFamily(
-    model_type="qwen2_5_vl",
-    name="Qwen2.5-VL",
-    example="Qwen/Qwen2.5-VL-7B-Instruct",
-    vision_encoder=QWEN_VISUAL,
-    vision_tokens=QWEN_VISUAL,
-    vision_dim_of=lambda config: config.vision_config.out_hidden_size,
-    positions=QWEN_MROPE,
-    reuses_vision_outputs=True,
-    tiny_model="tiny-qwen2.5-vl",
-    build_tiny=build_tiny,
-))
+FAMILY = register_qwen_family(model_type="qwen2_5_vl", name="Qwen2.5-VL", example="Qwen/Qwen2.5-VL-7B-Instruct",
+                              vision_dim_of=lambda config: config.vision_config.out_hidden_size,
+                              reuses_vision_outputs=True, tiny_model="tiny-qwen2.5-vl", build_tiny=build_tiny)

@@ -7,8 +7,7 @@ precomputed vision outputs are not reused (the encoder runs again where an adapt
 from __future__ import annotations
 
 from ..tiny import build_tiny_qwen, text_config
-from .qwen2_vl import QWEN_MROPE, QWEN_VISUAL
-from .registry import VLMFamily, register_family
+from .qwen2_vl import register_qwen_family
 
 
 def _tiny_text_config(tokenizer) -> dict:
@@ -41,14 +40,6 @@ def build_tiny(seed: int = 0, attn_implementation: str | None = None):
                            media_processors=(image_processor, video_processor))
 
 
-FAMILY = register_family(VLMFamily(
-    model_type="qwen3_vl",
-    name="Qwen3-VL",
-    example="Qwen/Qwen3-VL-8B-Instruct",
-    vision_encoder=QWEN_VISUAL,
-    vision_tokens=QWEN_VISUAL,
-    vision_dim_of=lambda config: config.vision_config.out_hidden_size,
-    positions=QWEN_MROPE,
-    tiny_model="tiny-qwen3-vl",
-    build_tiny=build_tiny,
-))
+FAMILY = register_qwen_family(model_type="qwen3_vl", name="Qwen3-VL", example="Qwen/Qwen3-VL-8B-Instruct",
+                              vision_dim_of=lambda config: config.vision_config.out_hidden_size,
+                              tiny_model="tiny-qwen3-vl", build_tiny=build_tiny)

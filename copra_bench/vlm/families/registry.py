@@ -79,7 +79,7 @@ class VLMFamily:
         vision_tokens: paths of the module whose output holds the LM-ready vision tokens (after merger/projector).
         vision_dim_of: ``config -> D`` of those tokens (the conditioning tokens of COPRA).
         decoder_layers: path, inside the LM decoder, of its decoder-layer ``ModuleList``: where the LoRA targets
-            live, the layer list COPRA and the static LoRA index and that activation checkpointing wraps.
+            live (COPRA and the static LoRA index it) and the blocks gradient checkpointing of the LM recomputes.
         targets: short target name -> dotted path of its ``nn.Linear`` inside one decoder layer.
         shared_inputs: groups of targets whose Linear modules read the same input tensor (fused by COPRA).
         positions: how its forward derives positions (None: unknown, so prompt tuning refuses the family).
