@@ -43,13 +43,10 @@ def qwen2_vl_7b_config(vocab_size: int = 152064, lm_layers: int = 28, vision_dep
     """Qwen2-VL-7B-Instruct dimensions (config.json of the release) with the tiny tokenizer's special ids."""
     from transformers import Qwen2VLConfig
 
-    from copra_bench.vlm.tiny import (
-        _qwen_token_config,
-        _token_ids,
-        build_byte_tokenizer,
-    )
+    from copra_bench.vlm.tiny import qwen_token_config
+    from copra_bench.vlm.tiny_tokenizer import build_byte_tokenizer, token_ids
 
-    ids = _token_ids(build_byte_tokenizer())
+    ids = token_ids(build_byte_tokenizer())
     return Qwen2VLConfig(
         text_config=dict(
             vocab_size=vocab_size, hidden_size=3584, intermediate_size=18944, num_hidden_layers=lm_layers,
@@ -59,7 +56,7 @@ def qwen2_vl_7b_config(vocab_size: int = 152064, lm_layers: int = 28, vision_dep
         ),
         vision_config=dict(depth=vision_depth, embed_dim=1280, hidden_size=3584, mlp_ratio=4, num_heads=16,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
-        **_qwen_token_config(ids),
+        **qwen_token_config(ids),
     )
 
 
@@ -70,9 +67,9 @@ def build_backbone(args) -> VLMBackbone:
         return VLMBackbone.load("tiny-qwen2-vl", dtype=args.dtype, device=args.device, video_kwargs=video_kwargs)
     from transformers import Qwen2VLForConditionalGeneration
 
-    from copra_bench.vlm.tiny import build_tiny_qwen2_vl
+    from copra_bench.vlm.families.qwen2_vl import build_tiny
 
-    _, processor = build_tiny_qwen2_vl()
+    _, processor = build_tiny()
     dtype = getattr(torch, args.dtype)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)

@@ -1,7 +1,7 @@
 """Test-time cost of the static baselines against the frozen model (issue 6 figures).
 
 Same backbone, same batch of B windows, through the baselines' own modules: frozen; static LoRA (the
-:class:`~copra_bench.baselines.lora_sft.StaticLoRA` of LoRA SFT and static GRPO) unmerged and merged, as the
+:class:`~copra_bench.adapters.StaticLoRA` of LoRA SFT and static GRPO) unmerged and merged, as the
 methods score at test time; soft prompt (:class:`~copra_bench.baselines.prompt_tuning.SoftPrompt`, n tokens).
 Two workloads: score (one forward, last-position logits only, what the test loop runs) and ``generate()`` of N new
 tokens (greedy, KV cache). Best wall time of ``--iters`` rounds, the variants interleaved within a round.
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from adaptation_overhead import build_backbone, interleaved
-from copra_bench.baselines.lora_sft.torch_model import StaticLoRA
+from copra_bench.adapters import StaticLoRA
 from copra_bench.baselines.prompt_tuning.torch_model import SoftPrompt
 
 

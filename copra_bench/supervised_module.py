@@ -5,27 +5,27 @@ the assistant turn up to the answer prefix ``<answer>``) and is trained to put t
 ``"1"`` for a window of an anomalous video, ``"0"`` otherwise (weak, video-level supervision, as COPRA's GRPO
 reward). Scoring reads the same position, so the objective and the score agree.
 
-A subclass builds ``self.adapter``, a module with ``adaptation(repeats) -> context manager`` inside which the
-backbone is adapted (a soft prompt, a LoRA), whose trainable parameters are the method's, and with
-``save_pretrained(directory)`` writing it for use outside the project (the run's ``trained/`` artifacts).
+A subclass builds ``self.adapter``, a :class:`~copra_bench.adapters.StaticAdapter` (a soft prompt, a LoRA): inside
+``adaptation(repeats)`` the backbone is adapted, its trainable parameters are the method's, and ``save_pretrained``
+writes it for use outside the project (the run's ``trained/`` artifacts). Scoring, training tensors, export and the
+logged size come from :class:`~copra_bench.adapters.AdaptedMethod`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
+from copra_bench.adapters import AdaptedMethod
 from copra_bench.errors import CopraError
 from copra_bench.trained_module import TrainedModule
-from copra_bench.vlm import ScoreOutput
 
 AnswerLoss = Literal["lm", "binary"]
 
 
-class SupervisedMethod(TrainedModule):
+class SupervisedMethod(AdaptedMethod, TrainedModule):
     """Cross-entropy on the answer token under a static adaptation.
 
     Args:
@@ -36,23 +36,11 @@ class SupervisedMethod(TrainedModule):
             :class:`~copra_bench.bench_module.BenchModule` ones (backbone, dtype, ...).
     """
 
-    adapter: torch.nn.Module
-
     def __init__(self, *, answer_loss: AnswerLoss = "lm", **kwargs: Any) -> None:
         if answer_loss not in ("lm", "binary"):
             raise CopraError(f"model.answer_loss must be 'lm' or 'binary', got {answer_loss!r}")
         super().__init__(**kwargs)
         self.answer_loss = answer_loss
-
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.adapter.parameters() if p.requires_grad]
-
-    def export_trained(self, directory: Path) -> Path:
-        return self.adapter.save_pretrained(directory)
-
-    def score_windows(self, frames: Any) -> ScoreOutput:
-        with self.adapter.adaptation(1):
-            return self.backbone.score(frames, return_features=self.keep_features)
 
     def answer_loss_of(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Loss and statistics from the answer-position logits ``[B, V]`` and the labels ``[B]`` (0 / 1)."""

@@ -7,23 +7,21 @@ COPRA's modules and is merged at test time, that the GRPO control is COPRA's GRP
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from copra_bench.baselines import FrozenVLM, LoRASFT, PromptTuning, StaticLoRAGRPO
-from copra_bench.baselines.prompt_tuning import (
-    POSITION_SCHEMES,
-    PromptTuningError,
-    SoftPrompt,
-)
+from copra_bench.baselines.prompt_tuning import PromptTuningError, SoftPrompt
 from copra_bench.datamodules import SyntheticUCFCrimeDataModule
 
 from copra_bench.copra import COPRA, mapping_for
 from copra_bench.errors import CopraError
 from copra_bench.rl import TrainingError
-from copra_bench.vlm import VLMBackbone
+from copra_bench.vlm import VLMBackbone, family_of
+from copra_bench.vlm.families import PositionScheme, registry
 
 from .test_methods import MethodContract, _checksum, _trainer
 
@@ -136,14 +134,20 @@ def test_soft_prompt_from_text_uses_its_token_embeddings():
     torch.testing.assert_close(prompt.embeddings.detach(), backbone.model.get_input_embeddings().weight[ids])
 
 
+def _with_positions(monkeypatch, positions) -> None:
+    """Register Qwen2-VL again with another position scheme (the backbone reads it when it is built)."""
+    monkeypatch.setitem(registry._REGISTRY, "qwen2_vl",
+                        dataclasses.replace(family_of("qwen2_vl"), positions=positions))
+
+
 def test_prompt_tuning_on_a_family_without_a_position_scheme_fails_at_construction(monkeypatch):
-    monkeypatch.delitem(POSITION_SCHEMES, "qwen2_vl")
+    _with_positions(monkeypatch, None)
     with pytest.raises(PromptTuningError, match="does not know how the 'qwen2_vl' family computes token positions"):
         PromptTuning()
 
 
 def test_prompt_tuning_without_the_rope_index_function_fails_at_construction(monkeypatch):
-    monkeypatch.setitem(POSITION_SCHEMES, "qwen2_vl", ("M-RoPE", "no_such_rope_function"))
+    _with_positions(monkeypatch, PositionScheme("M-RoPE", "no_such_rope_function"))
     with pytest.raises(PromptTuningError, match="no no_such_rope_function"):
         PromptTuning()
 
@@ -423,3 +427,4 @@ def test_soft_prompt_without_spare_embedding_rows_uses_a_token_absent_from_the_p
         scores = backbone.score(clips).p_anomaly
     # the placeholder's own embedding row is never read: the same soft prompt gives the same scores
     torch.testing.assert_close(scores, with_spare_row, atol=1e-6, rtol=0)
+

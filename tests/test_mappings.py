@@ -1,4 +1,5 @@
-"""Backbone mappings: each supported family's tiny model of the real transformers class, layouts, errors."""
+"""Backbone mappings (COPRA's view of the family registry): each supported family's tiny model of the real
+transformers class, layouts, errors. The family contract itself is ``tests/test_families.py``."""
 
 from __future__ import annotations
 
@@ -6,14 +7,9 @@ import pytest
 import torch
 
 from copra_bench.copra.layout import LayoutError, LoRALayout
-from copra_bench.copra.mappings import (
-    BackboneMapping,
-    MappingError,
-    mapping_for,
-    register_mapping,
-    registered_mappings,
-)
+from copra_bench.copra.mappings import MappingError, mapping_for
 from copra_bench.vlm.backbone import VLMBackbone
+from copra_bench.vlm.families import VLMFamily, family_of, registry
 
 FAMILIES = {"tiny-qwen2-vl": "qwen2_vl", "tiny-qwen2.5-vl": "qwen2_5_vl", "tiny-qwen3-vl": "qwen3_vl",
             "tiny-internvl": "internvl"}
@@ -80,18 +76,31 @@ def test_unsupported_family_lists_supported_and_how_to_add():
     msg = str(err.value)
     for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl"):
         assert family in msg
-    assert "register_mapping" in msg and "'llava'" in msg
+    assert "copra_bench/vlm/families/" in msg and "'llava'" in msg
 
 
-def test_register_mapping_adds_a_family():
-    custom = BackboneMapping("my_vl", "My VL", vision_dim_of=lambda c: 7)
-    register_mapping("my_vl", custom)
-    try:
-        assert mapping_for("my_vl") is custom and "my_vl" in registered_mappings()
-    finally:
-        from copra_bench.copra import mappings
+def test_a_registered_family_is_mapped(monkeypatch):
+    custom = VLMFamily(model_type="my_vl", name="My VL", example="me/my-vl", vision_encoder=("visual",),
+                       vision_tokens=("visual",), vision_dim_of=lambda c: 7, positions=None)
+    monkeypatch.setitem(registry._REGISTRY, "my_vl", custom)
+    mapping = mapping_for("my_vl")
+    assert mapping.spec is family_of("my_vl") is custom and mapping_for("my_vl") is mapping
+    assert mapping.family == "my_vl" and mapping.human == "My VL (e.g. me/my-vl)"
+    assert mapping.targets["down"] == "mlp.down_proj"
 
-        mappings._REGISTRY.pop("my_vl")
+
+def test_the_mapping_is_a_view_of_the_registered_family(backbone):
+    mapping, family = mapping_for(backbone), backbone.family_spec
+    assert mapping.spec is family
+    assert (mapping.targets, mapping.shared_inputs) == (family.targets, family.shared_inputs)
+    assert mapping.vision_dim(backbone) == family.vision_dim(backbone.model.config)
+    assert mapping.decoder_layers(backbone) is family.decoder_layers_of(backbone.model)
+
+
+def test_a_missing_module_is_a_mapping_error():
+    backbone = VLMBackbone.load("tiny-qwen2-vl")
+    with pytest.raises(MappingError, match="copra_bench/vlm/families/qwen2_vl.py"):
+        mapping_for(backbone).language_model_of(torch.nn.Linear(2, 2))
 
 
 def test_paper_size_layout_token_counts():

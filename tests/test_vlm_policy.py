@@ -95,7 +95,7 @@ def test_completion_mask_stops_after_the_first_eos():
 def test_format_logprobs_equal_unpadded_full_forwards(backbone, clips):
     inputs, frames = backbone._prepare(clips, with_answer_prefix=False)
     expanded = expand_inputs(inputs, frames, 2)
-    eos = backbone._eos_ids()[0]
+    eos = backbone.eos_token_ids[0]
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(0, 256, (4, 6), generator=g)
     ids[1, 2] = eos  # row 1 ends early; pads after it

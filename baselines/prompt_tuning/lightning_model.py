@@ -30,6 +30,3 @@ class PromptTuning(SupervisedMethod):
         super().__init__(lr=lr, **kwargs)
         self.adapter = SoftPrompt(self.backbone, num_virtual_tokens=num_virtual_tokens, init_text=init_text,
                                   seed=self.hparams.backbone_seed)
-
-    def parameter_counts(self) -> dict[str, int]:
-        return {**super().parameter_counts(), "soft_prompt_values": self.adapter.num_values()}

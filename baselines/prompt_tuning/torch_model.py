@@ -11,6 +11,9 @@ text: the virtual tokens get text positions ``0..n-1`` on all three M-RoPE axes 
 included, keeps its own positions shifted by ``n`` (``tests/test_baselines.py`` compares them). The placeholder id
 is an embedding row the tokenizer never produces (Qwen2-VL has ~400) or, failing that, a token absent from the
 prompt; its embedding row is never read.
+
+Whether a family's forward derives positions from ``input_ids`` is a fact of the family registry
+(:attr:`VLMFamily.positions <copra_bench.vlm.families.VLMFamily.positions>`); a family without one is refused.
 """
 
 from __future__ import annotations
@@ -24,24 +27,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from copra_bench.adapters import StaticAdapter
 from copra_bench.errors import CopraError
-from copra_bench.vlm import ScoreOutput, VLMBackbone
-
-#: family -> how its forward derives positions from ``input_ids`` (what makes inserted ids get correct positions),
-#: and the attribute of ``model.model`` that must exist for it.
-POSITION_SCHEMES: dict[str, tuple[str, str | None]] = {
-    "qwen2_vl": ("M-RoPE from input_ids and mm_token_type_ids (get_rope_index)", "get_rope_index"),
-    "qwen2_5_vl": ("M-RoPE from input_ids and mm_token_type_ids (get_rope_index)", "get_rope_index"),
-    "qwen3_vl": ("M-RoPE from input_ids and mm_token_type_ids (get_rope_index)", "get_rope_index"),
-    "internvl": ("1-D positions over the attended tokens", None),
-}
+from copra_bench.vlm import VLMBackbone, registered_families
 
 
 class PromptTuningError(CopraError, ValueError):
     """Prompt tuning cannot be set up for this backbone or these options."""
 
 
-class SoftPrompt(nn.Module):
+class SoftPrompt(StaticAdapter):
     """``num_virtual_tokens`` learned input embeddings in front of the prompt.
 
     Args:
@@ -52,13 +47,14 @@ class SoftPrompt(nn.Module):
         seed: seed of the random vocabulary draw.
     """
 
+    count_name = "soft_prompt_values"
+
     def __init__(self, backbone: VLMBackbone, *, num_virtual_tokens: int = 20, init_text: str | None = None,
                  seed: int = 0) -> None:
-        super().__init__()
+        super().__init__(backbone)
         check_positions_supported(backbone)
         if num_virtual_tokens < 1:
             raise PromptTuningError(f"model.num_virtual_tokens must be >= 1, got {num_virtual_tokens}")
-        self.backbone = backbone
         self.num_virtual_tokens = int(num_virtual_tokens)
         embedding = backbone.model.get_input_embeddings()
         tokenizer = backbone.tokenizer
@@ -77,8 +73,8 @@ class SoftPrompt(nn.Module):
         self.placeholder_id = _placeholder_id(backbone)
         self._embedding = [embedding]  # a list keeps the frozen module out of this module's children
 
-    def num_values(self) -> int:
-        return self.embeddings.numel()
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [self.embeddings]
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the learned embeddings (``soft_prompt.safetensors``, ``[n, hidden]`` float32) and where they go
@@ -95,12 +91,9 @@ class SoftPrompt(nn.Module):
         return path
 
     # ------------------------------------------------------------------------------------------- adaptation
-    def adaptation(self, repeats: int = 1) -> contextlib.AbstractContextManager:
-        """Inside the context every prepared batch gets the virtual tokens (the same for every row)."""
-        return self._active()
-
     @contextlib.contextmanager
-    def _active(self) -> Iterator[None]:
+    def applied(self) -> Iterator[None]:
+        """Inside the context every prepared batch gets the virtual tokens (the same for every row)."""
         handle = self._embedding[0].register_forward_hook(self._replace_placeholders)
         try:
             with self.backbone.transforming_inputs(self.insert):
@@ -138,27 +131,24 @@ class SoftPrompt(nn.Module):
         source = self.embeddings.to(output.dtype).repeat(rows, 1)
         return output.masked_scatter(hit.unsqueeze(-1).expand_as(output), source)
 
-    def forward(self, frames, *, return_features: bool = False) -> ScoreOutput:
-        with self.adaptation():
-            return self.backbone.score(frames, return_features=return_features)
-
 
 def check_positions_supported(backbone: VLMBackbone) -> None:
     """Fail at config time when the family's forward would not derive the virtual tokens' positions itself."""
-    scheme = POSITION_SCHEMES.get(backbone.family)
-    if scheme is None:
+    family = backbone.family_spec
+    if family.positions is None:
+        known = [k for k, f in registered_families().items() if f.positions is not None]
         raise PromptTuningError(
             f"prompt tuning does not know how the {backbone.family!r} family computes token positions, so it cannot "
-            "guarantee that the video keeps its positions behind the virtual tokens. Supported: "
-            f"{', '.join(POSITION_SCHEMES)}. If this family derives positions from input_ids, add it to "
-            "copra_bench/baselines/prompt_tuning/torch_model.py:POSITION_SCHEMES.")
-    description, needed = scheme
-    inner = getattr(backbone.model, "model", backbone.model)
-    if needed is not None and not hasattr(inner, needed):
+            f"guarantee that the video keeps its positions behind the virtual tokens. Supported: {', '.join(known)}. "
+            "If this family derives positions from input_ids, give its VLMFamily a PositionScheme (positions=...) "
+            f"in copra_bench/vlm/families/{backbone.family}.py.")
+    needed = family.missing_position_support(backbone.model)
+    if needed is not None:
         raise PromptTuningError(
-            f"prompt tuning on {backbone.family!r} relies on {description}, but this transformers version's model has "
-            f"no {needed}(): the virtual tokens would shift the video's 3-D positions. Use the transformers version "
-            "in pyproject.toml or update POSITION_SCHEMES.")
+            f"prompt tuning on {backbone.family!r} relies on {family.positions.description}, but this transformers "
+            f"version's model has no {needed}(): the virtual tokens would shift the video's 3-D positions. Use the "
+            f"transformers version in pyproject.toml or update the family's positions in "
+            f"copra_bench/vlm/families/{backbone.family}.py.")
 
 
 def _placeholder_id(backbone: VLMBackbone) -> int:

@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 import torch
 
 from copra_bench.errors import CopraError
+from copra_bench.vlm.families import ALL_TARGETS
 
 __all__ = ["ALL_TARGETS", "LayoutError", "LoRADeltas", "LoRALayout"]
-
-#: Short target names, in canonical order (attention q, k, v, o; MLP gate, up, down).
-ALL_TARGETS: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
 
 
 class LayoutError(CopraError, ValueError):
@@ -38,7 +36,8 @@ class LoRALayout:
 
     Attributes:
         layers: LM decoder layer indices that get an update (ascending).
-        targets: short target names (subset of :data:`ALL_TARGETS`, canonical order).
+        targets: short target names (subset of :data:`~copra_bench.vlm.families.ALL_TARGETS`, canonical
+            order).
         shapes: target -> ``(in_features, out_features)`` of its Linear (same in every layer).
         rank: LoRA rank ``r``.
         d_seg: width of one rank-anchored segment (a token emits an ``r x d_seg`` slice).

@@ -31,9 +31,6 @@ __all__ = [
     "shared_vision_outputs",
 ]
 
-# Families whose forward takes precomputed vision outputs made of ``pooler_output`` alone (one tensor per video).
-_REUSABLE_VISION = ("qwen2_vl", "qwen2_5_vl")
-
 
 class NonFiniteLogitsError(BackboneError):
     """Sampling met NaN/inf next-token logits (e.g. a diverged adaptation); ``rows`` are the offending rows."""
@@ -116,13 +113,10 @@ def placeholder_token_ids(backbone: VLMBackbone) -> list[int]:
 def shared_vision_outputs(backbone: VLMBackbone, inputs, repeats: int) -> dict[str, Any] | None:
     """Vision-encoder outputs of the B inputs, computed once and repeated per row, for the ``mm_encoder_outputs``
     argument of the model's forward: the B * G-row log-prob forwards then skip the vision encoder, which is frozen
-    and (for COPRA and LM-only LoRA) not adapted. None where the family does not support it (Qwen3-VL's deepstack
-    features, InternVL): those forwards then encode the repeated pixels themselves."""
-    if (
-        backbone.family not in _REUSABLE_VISION
-        or "pixel_values_videos" not in inputs
-        or "mm_encoder_outputs" not in backbone._forward_params
-    ):
+    and (for COPRA and LM-only LoRA) not adapted. None where the family does not support it
+    (:attr:`VLMFamily.reuses_vision_outputs <copra_bench.vlm.families.VLMFamily.reuses_vision_outputs>` is False:
+    Qwen3-VL's deepstack features, InternVL): those forwards then encode the repeated pixels themselves."""
+    if not backbone.reuses_vision_outputs(inputs):
         return None
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -165,7 +159,7 @@ def sample_completions(
     from transformers import LogitsProcessorList
 
     tok = backbone.tokenizer
-    eos = backbone._eos_ids()
+    eos = backbone.eos_token_ids
     guard = _NonFiniteGuard()
     out = backbone.model.generate(
         **inputs,

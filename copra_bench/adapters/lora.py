@@ -1,9 +1,10 @@
 """One LoRA shared by every input, on the language model's Linear layers that COPRA adapts (peft).
 
-:class:`StaticLoRA` is the plain module of both static LoRA baselines (LoRA SFT and static LoRA + GRPO). It injects
-peft ``LoraLayer``s into the frozen backbone in place, on exactly the layers COPRA's mapping names for the family
-(``q, k, v, o, gate, up, down`` of the LM decoder, never the vision tower), and keeps them *off* outside
-:meth:`StaticLoRA.adaptation`: outside the context the backbone is the frozen reference (GRPO's KL term needs it).
+:class:`StaticLoRA` is the :class:`~copra_bench.adapters.StaticAdapter` of both static LoRA baselines (LoRA SFT and
+static LoRA + GRPO). It injects peft ``LoraLayer``s into the frozen backbone in place, on exactly the layers the
+family registry names (:mod:`copra_bench.vlm.families`: ``q, k, v, o, gate, up, down`` of the LM decoder, the same
+modules as COPRA, never the vision tower), and keeps them *off* outside :meth:`StaticLoRA.adaptation`: outside the
+context the backbone is the frozen reference (GRPO's KL term needs it).
 
 The adapters are toggled through peft's ``_disable_adapters`` flag rather than ``enable_adapters()``, which would
 also flip ``requires_grad`` of the LoRA weights on every call. LoRA weights are kept in float32 (as peft's
@@ -22,13 +23,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from copra_bench.copra.layout import ALL_TARGETS
-from copra_bench.copra.mappings import mapping_for
 from copra_bench.errors import CopraError
-from copra_bench.vlm import ScoreOutput, VLMBackbone
+from copra_bench.vlm import VLMBackbone
+from copra_bench.vlm.families import ALL_TARGETS
+
+from .base import StaticAdapter
+
+__all__ = ["StaticLoRA"]
 
 
-class StaticLoRA(nn.Module):
+class StaticLoRA(StaticAdapter):
     """A peft LoRA of rank ``rank`` on the backbone's LM ``target_modules`` of ``layers``, shared by all inputs.
 
     Args:
@@ -39,16 +43,19 @@ class StaticLoRA(nn.Module):
         layers: LM decoder layer indices (``None``: all; negative indices count from the top).
     """
 
+    count_name = "lora_values"
+    mergeable = True
+
     def __init__(self, backbone: VLMBackbone, *, rank: int = 8, alpha: float = 16.0,
                  target_modules: Sequence[str] = ALL_TARGETS, layers: Sequence[int] | None = None) -> None:
-        super().__init__()
+        super().__init__(backbone)
         from peft import LoraConfig, inject_adapter_in_model
         from peft.tuners.lora import LoraLayer
 
         if rank < 1:
             raise CopraError(f"model.rank must be >= 1, got {rank}")
-        self.backbone = backbone
-        self.target_names = self._module_names(backbone, target_modules, layers)
+        self.target_names = self._module_names(backbone, list(target_modules),
+                                               None if layers is None else list(layers))
         self.config = LoraConfig(r=int(rank), lora_alpha=float(alpha), lora_dropout=0.0, bias="none",
                                  target_modules=self.target_names, init_lora_weights=True,
                                  base_model_name_or_path=backbone.name)
@@ -64,13 +71,13 @@ class StaticLoRA(nn.Module):
 
     @staticmethod
     def _module_names(backbone: VLMBackbone, targets: Sequence[str], layers: Sequence[int] | None) -> list[str]:
-        """Full names (in the transformers model) of the Linear modules COPRA's mapping gives for these targets."""
-        mapping = mapping_for(backbone)
-        unknown = [t for t in targets if t not in mapping.targets]
+        """Full names (in the transformers model) of the Linear modules the family gives for these targets."""
+        family = backbone.family_spec
+        unknown = [t for t in targets if t not in family.targets]
         if unknown or not targets:
             raise CopraError(f"model.target_modules: unknown LoRA targets {unknown or '[]'}; choose from "
-                             f"{', '.join(mapping.targets)}")
-        decoder = mapping.decoder_layers(backbone)
+                             f"{', '.join(family.targets)}")
+        decoder = family.decoder_layers_of(backbone.model)
         n = len(decoder)
         if layers is None:
             chosen = list(range(n))
@@ -81,17 +88,17 @@ class StaticLoRA(nn.Module):
             chosen = sorted({int(i) % n for i in layers})
             if not chosen:
                 raise CopraError("model.layers is empty: give LM layer indices, or null for all layers")
-        wanted = {id(mapping.target_module(decoder[i], t)) for i in chosen for t in dict.fromkeys(targets)}
+        wanted = {id(family.target_module(decoder[i], t)) for i in chosen for t in dict.fromkeys(targets)}
         return [name for name, module in backbone.model.named_modules() if id(module) in wanted]
 
     # ------------------------------------------------------------------------------------------------- state
     def lora_parameters(self) -> list[nn.Parameter]:
+        """A and B of every adapted layer, layer by layer."""
         return [p for layer in self._layers for name in ("lora_A", "lora_B")
                 for linear in getattr(layer, name).values() for p in linear.parameters()]
 
-    def num_values(self) -> int:
-        """Number of LoRA values (A and B of every adapted layer)."""
-        return sum(p.numel() for p in self.lora_parameters())
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.lora_parameters()
 
     @property
     def merged(self) -> bool:
@@ -138,19 +145,12 @@ class StaticLoRA(nn.Module):
         return path
 
     # ------------------------------------------------------------------------------------------- adaptation
-    def adaptation(self, repeats: int = 1) -> contextlib.AbstractContextManager:
-        """The GRPO engine's adaptation protocol: one LoRA for every row, whatever ``repeats``."""
-        return self._active()
-
     @contextlib.contextmanager
-    def _active(self) -> Iterator[None]:
+    def applied(self) -> Iterator[None]:
+        """The LoRA layers on (one LoRA for every row)."""
         self._set_enabled(True)
         try:
             yield
         finally:
             # A merged LoRA stays enabled: peft unmerges a disabled layer on its next forward.
             self._set_enabled(self.merged)
-
-    def forward(self, frames, *, return_features: bool = False) -> ScoreOutput:
-        with self.adaptation():
-            return self.backbone.score(frames, return_features=return_features)
