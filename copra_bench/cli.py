@@ -32,7 +32,7 @@ log = logging.getLogger("copra_bench")
 #: never imports a tool module, and a tool module never needs to import this one.
 TOOLS: dict[str, str] = {
     "data": "copra_bench.datamodules.commands:data_command",
-    "evaluate": "copra_bench.evaluation.command:evaluate_command",
+    "evaluate": "copra_bench.evaluation.command:run_evaluate",
     "sweep": "copra_bench.sweep.command:sweep_command",
     "report": "copra_bench.report.command:report_command",
 }

@@ -23,13 +23,11 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 FIRST_PARTY = {"copra_bench"}
 #: Declared runtime dependencies that no module of the package imports by name; each needs its reason here.
 NOT_IMPORTED = {
-    # transformers' Qwen2-VL image and video processors import it (built in copra_bench/vlm/tiny.py, loaded in
+    # transformers' Qwen2-VL image and video processors import it (built in copra_bench/vlm/families, loaded in
     # copra_bench/vlm/backbone.py); declared to pin it as torch's pair (docs/dependencies.md)
     "torchvision",
     # jsonargparse loads it for parser_mode="omegaconf" (copra_bench/cli.py, datamodules/commands.py)
     "omegaconf",
-    # used by copra_bench/evaluation (evaluator metric state)
-    "torchmetrics",
 }
 
 
