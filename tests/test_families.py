@@ -214,3 +214,11 @@ def test_a_family_module_that_moved_names_the_family_file():
     family = family_of("internvl")
     with pytest.raises(BackboneError, match="copra_bench/vlm/families/internvl.py"):
         family.language_model_of(nn.Linear(2, 2))
+
+
+def test_a_registered_family_pickles_as_itself():
+    """``ddp_spawn`` pickles the model and with it the family record, whose callables are lambdas."""
+    import pickle
+
+    family = family_of("qwen2_vl")
+    assert pickle.loads(pickle.dumps(family)) is family

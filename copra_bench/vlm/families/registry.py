@@ -109,6 +109,13 @@ class VLMFamily:
     tiny_model: str | None = None
     build_tiny: Callable[..., tuple] | None = None
 
+    def __reduce__(self):
+        # A registered family pickles as its name (its callables are lambdas and builders, which do not pickle):
+        # ``ddp_spawn`` and DataLoader workers send the model, and the family, to other processes.
+        if _REGISTRY.get(self.model_type) is self:
+            return (_registered, (self.model_type,))
+        return super().__reduce__()
+
     @property
     def human(self) -> str:
         """``"Qwen2-VL (e.g. Qwen/Qwen2-VL-7B-Instruct)"``: how errors and listings name the family."""
@@ -185,6 +192,16 @@ class VLMFamily:
 
 
 _REGISTRY: dict[str, VLMFamily] = {}
+
+
+def _registered(model_type: str) -> VLMFamily:
+    """The registered family of ``model_type`` (how a pickled family comes back; see ``VLMFamily.__reduce__``)."""
+    # Unpickling imports this module, hence its package, which imports and registers every built-in family; a
+    # family registered by user code must be imported by the receiving process too.
+    if model_type not in _REGISTRY:
+        raise LookupError(f"VLM family {model_type!r} is not registered in this process: import the module that "
+                          "registers it before unpickling")
+    return _REGISTRY[model_type]
 
 
 def register_family(family: VLMFamily) -> VLMFamily:
