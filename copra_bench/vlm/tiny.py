@@ -94,6 +94,20 @@ def build_random_model(model_cls, config, seed: int, attn_implementation: str | 
     return model
 
 
+def tiny_qwen_builder(class_names: tuple[str, str, str], vision_config: dict[str, Any], **options: Any
+                      ) -> Callable[..., tuple]:
+    """The ``build_tiny(seed=0, attn_implementation=None)`` of a Qwen-VL family from the names of its transformers
+    ``(config, model, processor)`` classes and its tiny vision config (imported when a model is built)."""
+    def build_tiny(seed: int = 0, attn_implementation: str | None = None):
+        import transformers
+
+        classes = tuple(getattr(transformers, name) for name in class_names)
+        return build_tiny_qwen(classes, vision_config, seed, attn_implementation, **options)
+
+    build_tiny.__doc__ = f"Tiny ``{class_names[1]}`` + real ``{class_names[2]}``; deterministic in ``seed``."
+    return build_tiny
+
+
 def build_tiny_qwen(classes: tuple[type, type, type], vision_config: dict[str, Any], seed: int,
                     attn_implementation: str | None, *, text_config_of: Callable[[Any], dict] = text_config,
                     media_processors: tuple[Any, Any] | None = None):

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from ..tiny import build_tiny_qwen
+from ..tiny import tiny_qwen_builder
 from .qwen2_vl import register_qwen_family
 
 
-def build_tiny(seed: int = 0, attn_implementation: str | None = None):
-    """Tiny ``Qwen2_5_VLForConditionalGeneration`` + real ``Qwen2_5_VLProcessor``; deterministic in ``seed``."""
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-    )
-
-    # out_hidden_size is the merger output (= text hidden size)
-    vision = dict(depth=2, hidden_size=64, intermediate_size=128, out_hidden_size=64, num_heads=2, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1],
-                  tokens_per_second=2)
-    return build_tiny_qwen((Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor), vision, seed,
-                           attn_implementation)
-
+# out_hidden_size is the merger output (= text hidden size)
+build_tiny = tiny_qwen_builder(
+    ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"),
+    dict(depth=2, hidden_size=64, intermediate_size=128, out_hidden_size=64, num_heads=2, patch_size=14,
+         spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1], tokens_per_second=2))
 
 FAMILY = register_qwen_family(model_type="qwen2_5_vl", name="Qwen2.5-VL", example="Qwen/Qwen2.5-VL-7B-Instruct",
                               vision_dim_of=lambda config: config.vision_config.out_hidden_size,

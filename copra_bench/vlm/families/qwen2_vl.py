@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..tiny import build_tiny_qwen
+from ..tiny import tiny_qwen_builder
 from .registry import PositionScheme, VLMFamily, register_family
 
 #: Qwen2-VL, Qwen2.5-VL and Qwen3-VL: the visual module is both the encoder and, its ``pooler_output`` being the
@@ -17,16 +17,11 @@ def register_qwen_family(**facts) -> VLMFamily:
                                      **facts))
 
 
-def build_tiny(seed: int = 0, attn_implementation: str | None = None):
-    """Tiny ``Qwen2VLForConditionalGeneration`` + real ``Qwen2VLProcessor``; deterministic in ``seed``."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
-
-    # hidden_size is the merger output (= text hidden size), embed_dim the ViT width
-    vision = dict(depth=2, embed_dim=64, hidden_size=64, mlp_ratio=2, num_heads=2, patch_size=14, spatial_merge_size=2,
-                  temporal_patch_size=2)
-    return build_tiny_qwen((Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor), vision, seed,
-                           attn_implementation)
-
+# hidden_size is the merger output (= text hidden size), embed_dim the ViT width
+build_tiny = tiny_qwen_builder(
+    ("Qwen2VLConfig", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor"),
+    dict(depth=2, embed_dim=64, hidden_size=64, mlp_ratio=2, num_heads=2, patch_size=14, spatial_merge_size=2,
+         temporal_patch_size=2))
 
 # vision_config.hidden_size is the merger output (= LM hidden); embed_dim is the ViT width.
 FAMILY = register_qwen_family(model_type="qwen2_vl", name="Qwen2-VL", example="Qwen/Qwen2-VL-7B-Instruct",
