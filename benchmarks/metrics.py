@@ -1,8 +1,8 @@
 """Speed of the evaluation protocol on the full-size UCF-Crime test set (290 videos, 1,111,808 frames).
 
-Ground truth from the real annotation files (``../shared/data/real/ucf_crime``: official temporal annotation, true
-frame counts from test_videos_with_lengths.json, end frame exclusive), random window scores (stride 16, spread to
-frames as the test loop does) and random float16 window features. Measures:
+Ground truth from the real annotation files shipped with the package (``datamodules/annotations/ucf_crime``:
+official temporal annotation, true frame counts from VERA's UCF_Eval.json, end frame exclusive), random window
+scores (stride 16, spread to frames as the test loop does) and random float16 window features. Measures:
 
 * all metrics of one step (AUC, both APs, macro AUC, AUC_A/AP_A, FAR, 13 per-class AUCs), without bootstrap;
 * the bootstrap intervals of one step (``--bootstrap`` replicates), separately;
@@ -20,9 +20,9 @@ import os
 import platform
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
+from copra_bench.datamodules.annotations import shipped
 from copra_bench.datamodules.records import intervals_to_gt
 from copra_bench.datamodules.ucf_crime import parse_split, parse_temporal_annotation
 
@@ -35,13 +35,10 @@ from copra_bench.evaluation.protocol import (
 )
 from copra_bench.windows import num_windows, window_to_frame_scores
 
-REAL = Path(os.environ.get("COPRA_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "real"
-
-
 def ucf_test_videos(dim: int, seed: int = 0) -> list[VideoScores]:
-    root = REAL / "ucf_crime"
+    root = shipped("ucf_crime")
     lengths = {e["video"].rsplit("/", 1)[-1][:-4]: e["length"]
-               for e in json.loads((root / "test_videos_with_lengths.json").read_text())}
+               for e in json.loads((root / "UCF_Eval.json").read_text())}
     table = parse_temporal_annotation(root / "Temporal_Anomaly_Annotation.txt")
     rng = np.random.default_rng(seed)
     videos = []

@@ -2,8 +2,9 @@
 
 For every split a protocol uses it reports videos found / expected, ALL missing and undecodable files (not the
 first error only), total and anomalous frames, the frame rates seen, annotation entries without a video, videos
-without annotation, label mismatches and intervals clipped to the video. ``ok`` is False when the protocol cannot
-run as specified (the CLI then exits non-zero).
+without annotation, label mismatches and intervals clipped to the video, and how the release's own list/annotation
+files differ from the shipped copies (a warning). ``ok`` is False when the protocol cannot run as specified (the CLI
+then exits non-zero). With ``subset`` only the videos present are checked: the ones absent are counted, not errors.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class SplitReport:
     videos_without_annotation: list[str] = field(default_factory=list)
     label_mismatches: list[str] = field(default_factory=list)
     clipped: list[str] = field(default_factory=list)
+    annotation_differences: list[str] = field(default_factory=list)
+    #: ``subset``: listed videos not in this copy (not checked); None when the whole split was checked.
+    absent: int | None = None
     error: str | None = None
 
     def problems(self) -> list[str]:
@@ -49,8 +53,8 @@ class SplitReport:
         if self.error:
             out.append(self.error)
         if not self.error and self.listed == 0:
-            out.append("the split is empty")
-        if self.listed != self.expected and not self.error:
+            out.append("no video of the split is in this copy" if self.absent else "the split is empty")
+        if self.listed != self.expected and not self.error and self.absent is None:
             out.append(f"{self.listed} videos listed, {self.expected} expected")
         for what, items in (("missing videos", self.missing), ("undecodable videos", self.undecodable),
                             ("annotation entries without a video", self.annotations_without_video),
@@ -82,15 +86,34 @@ def _probe(dm: VADDataModule, record: VideoRecord, deep: bool) -> tuple[str, str
     return "ok", f"{info.fps:g}"
 
 
-def inspect_split(dm: ReleaseDataModule, split: str, *, deep: bool = False) -> SplitReport:
-    """Everything about one split of a release reader, without stopping at the first problem."""
+def _keep_present(listing: SplitListing) -> int:
+    """``subset``: drop the listed videos that are not in the copy, and what is said about them only; their count."""
+    absent = {r.name for r in listing.records if not r.path.exists()}
+    listing.records = [r for r in listing.records if r.name not in absent]
+    listing.annotations_without_video = [n for n in listing.annotations_without_video if n not in absent]
+    listing.videos_without_annotation = [n for n in listing.videos_without_annotation if n not in absent]
+    listing.label_mismatches = [m for m in listing.label_mismatches if m.split(" ", 1)[0] not in absent]
+    return len(absent)
+
+
+def inspect_split(dm: ReleaseDataModule, split: str, *, deep: bool = False, subset: bool = False) -> SplitReport:
+    """Everything about one split of a release reader, without stopping at the first problem.
+
+    Args:
+        subset: Check only the videos present in the copy; the listed ones that are absent are counted
+            (``absent``), and the split's expected size is then the number present.
+    """
     report = SplitReport(dataset=dm.name, split=split)
     try:
         dm.prepare_data()
         listing: SplitListing = dm.list_split(split)  # type: ignore[arg-type]
+        report.annotation_differences = dm.compare_with_shipped(split)  # type: ignore[arg-type]
     except CopraError as err:
         report.error = str(err)
         return report
+    if subset:
+        report.absent = _keep_present(listing)
+        listing.expected = len(listing.records)
     report.expected, report.listed = listing.expected, len(listing.records)
     report.files = [str(f) for f in listing.files]
     report.annotations_without_video = listing.annotations_without_video
@@ -138,15 +161,15 @@ def protocol_splits(dm: VADDataModule) -> list[tuple[VADDataModule, str]]:
     return [(dm, "train"), (dm, "test")]
 
 
-def inspect_datamodule(dm: VADDataModule, *, deep: bool = False, splits: tuple[str, ...] = ("train", "test")
-                       ) -> list[SplitReport]:
-    """One report per (dataset, split) the protocol uses."""
+def inspect_datamodule(dm: VADDataModule, *, deep: bool = False, splits: tuple[str, ...] = ("train", "test"),
+                       subset: bool = False) -> list[SplitReport]:
+    """One report per (dataset, split) the protocol uses (``subset``: see :func:`inspect_split`)."""
     reports = []
     for member, split in protocol_splits(dm):
         if split not in splits:
             continue
         if isinstance(member, ReleaseDataModule):
-            reports.append(inspect_split(member, split, deep=deep))
+            reports.append(inspect_split(member, split, deep=deep, subset=subset))
             continue
         report = SplitReport(dataset=member.name, split=split)  # a custom dataset: all we can do is load it
         try:
@@ -175,6 +198,9 @@ def format_report(reports: list[SplitReport]) -> str:
             lines.append(f"  error: {r.error}")
             continue
         lines += [f"  read from: {f}" for f in r.files]
+        if r.absent is not None:
+            lines.append(f"  subset: {r.absent} of the {r.absent + r.listed} listed videos are not in this copy "
+                         f"(not checked); checked the {r.listed} present")
         lines += _section("missing", r.missing) + _section("undecodable", r.undecodable)
         frames = f"  frames: {r.total_frames} total"
         if r.anomalous_frames is not None:
@@ -186,6 +212,8 @@ def format_report(reports: list[SplitReport]) -> str:
         lines += _section("videos without annotation", r.videos_without_annotation)
         lines += _section("label mismatches", r.label_mismatches)
         lines += _section("intervals clipped to the video (warning)", r.clipped)
+        lines += _section("the release's own files differ from the shipped copies (warning; the run reads "
+                          "what `read from` says)", r.annotation_differences)
     problems = [f"{r.dataset} {r.split}: {p}" for r in reports for p in r.problems()]
     if problems:
         lines.append(f"VERDICT: the protocol cannot run as specified ({len(problems)} problems):")

@@ -4,6 +4,10 @@ A release reader answers two questions and the base does the rest identically fo
 :meth:`ReleaseDataModule.list_split` (which videos a split should hold, where each is expected, and what the
 annotation files say about them) and :meth:`ReleaseDataModule.ground_truth` (frame-level GT of a probed test video).
 The same listing feeds the run (:meth:`load_split`: strict) and the dataset doctor (``data inspect``: reports all).
+
+Where the list/annotation files come from is the ``annotations`` option: ``shipped`` (the copies shipped with the
+package, :mod:`copra_bench.datamodules.annotations`; the default for the real datasets, so ``root`` needs the videos
+only), ``release`` (the release's own files under ``root``) or a folder laid out like the release.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from typing import Literal
 
 import numpy as np
 
+from copra_bench.datamodules.annotations import shipped
 from copra_bench.datamodules.base import Split, VADDataModule
 from copra_bench.datamodules.records import VideoRecord
 from copra_bench.datamodules.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from copra_bench.errors import DataError
 
 Source = Literal["videos", "frames"]
+#: The named ``annotations`` choices (any other value is a folder).
+ANNOTATION_CHOICES = ("shipped", "release")
 
 
 @dataclass
@@ -74,6 +81,11 @@ class ReleaseDataModule(VADDataModule, abc.ABC):
         root: The release folder.
         source: ``videos`` (the files as released) or ``frames`` (one folder of images per video, named like the
             video: ``<video>/000001.jpg ...``); frame folders need ``fps`` (or the dataset's documented default).
+        annotations: Where the split lists and annotation files are read from: ``shipped`` (the package's copies of
+            the official files), ``release`` (the release's own, under ``root``) or a folder holding them in the
+            release's layout (absolute, or relative to ``root``). Default: ``shipped`` for the dataset whose files
+            are shipped, ``release`` for a subclass reading another dataset in the same layout (the synthetic world
+            writes its own).
         **kwargs: See :class:`~copra_bench.datamodules.base.VADDataModule`.
     """
 
@@ -82,13 +94,20 @@ class ReleaseDataModule(VADDataModule, abc.ABC):
     default_frames_fps: float | None = None
     #: How to obtain the data, appended to errors about the root.
     how_to_get: str = ""
+    #: The folder of :mod:`copra_bench.datamodules.annotations` holding this dataset's files (None: none shipped).
+    shipped_dataset: str | None = None
 
-    def __init__(self, root: str, *, source: Source = "videos", **kwargs) -> None:
+    def __init__(self, root: str, *, source: Source = "videos", annotations: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         if source not in ("videos", "frames"):
             raise DataError(f"source must be 'videos' or 'frames', got {source!r}")
         self.root = Path(root).expanduser()
         self.source = source
+        own = self.shipped_dataset is not None and self.dataset_family == self.shipped_dataset
+        self.annotations = annotations or ("shipped" if own else "release")
+        if self.annotations == "shipped" and self.shipped_dataset is None:
+            raise DataError(f"{type(self).__name__}: no annotation files are shipped for this dataset; set "
+                            "annotations to 'release' or a folder")
         self.frames_fps = self.fps or self.default_frames_fps
         self._index: dict[str, Path] | None = None
         self.check_root()
@@ -96,6 +115,36 @@ class ReleaseDataModule(VADDataModule, abc.ABC):
     def check_root(self) -> None:
         if not self.root.is_dir():
             raise DataError(f"{type(self).__name__} root {self.root} does not exist. {self.how_to_get}")
+
+    def annotations_dir(self) -> Path:
+        """The folder the split lists and annotation files are read from (see ``annotations``).
+
+        Raises:
+            DataError: ``annotations`` names a folder that does not exist.
+        """
+        if self.annotations == "shipped":
+            return shipped(str(self.shipped_dataset))
+        if self.annotations == "release":
+            return self.root
+        folder = Path(self.annotations).expanduser()
+        folder = folder if folder.is_absolute() else self.root / folder
+        if not folder.is_dir():
+            raise DataError(f"{type(self).__name__}: annotations folder {folder} does not exist (annotations must be "
+                            f"{' or '.join(map(repr, ANNOTATION_CHOICES))} or a folder holding the release's list "
+                            "and annotation files)")
+        return folder
+
+    def release_dir(self) -> Path | None:
+        """The release-layout folder whose own files ``data inspect`` compares with the shipped copies: the folder
+        the run reads when that is not the shipped one, else ``root`` (None when nothing is shipped to compare)."""
+        if self.shipped_dataset is None or self.dataset_family != self.shipped_dataset:
+            return None
+        return self.root if self.annotations == "shipped" else self.annotations_dir()
+
+    def compare_with_shipped(self, split: Split) -> list[str]:
+        """Differences between the release's own list/annotation files of ``split`` and the shipped copies, one line
+        each, naming the file and the first differing lines or videos (empty: identical, or nothing to compare)."""
+        return []
 
     def video_index(self) -> dict[str, Path]:
         """``{name: path}`` of every video (or frame folder, with ``source: frames``) under ``root``."""

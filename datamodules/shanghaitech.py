@@ -7,6 +7,11 @@ Expected under ``root``::
     testing/frames/<NN_NNNN>/NNN.jpg       the 107 original test videos, released as frame folders
     testing/test_frame_mask/<NN_NNNN>.npy  per-frame 0/1 masks of those 107 videos
 
+The split lists and the frame masks ship with the package and are read from there by default
+(``annotations: shipped``), so ``root`` needs the videos and frame folders only; ``annotations: release`` reads
+the copy's own (a folder given as ``annotations`` holds the lists and ``test_frame_mask/`` or
+``testing/test_frame_mask/``).
+
 Names ``01_0014`` come from the original test part (frames + mask; the mask gives the video label and, for test
 videos, the frame GT); names ``01_001`` come from the training videos and are normal. ``source: videos`` reads the
 release as it is (training part as videos, test part as frames); ``source: frames`` reads every video from frame
@@ -22,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from copra_bench.datamodules.annotations import shipped
+from copra_bench.datamodules.annotations.compare import compare_files, compare_masks
 from copra_bench.datamodules.base import Split
 from copra_bench.datamodules.records import VideoRecord
 from copra_bench.datamodules.release import ReleaseDataModule, SplitListing, index_sources
@@ -30,11 +37,18 @@ from copra_bench.errors import DataError
 SPLIT_FILES = {"train": "SH_Train.txt", "test": "SH_Test.txt"}
 LIST_DIRS = ("", "list", "splits", "Anomaly_Detection_splits")
 MASK_DIR = "testing/test_frame_mask"
+MASK_DIRS = (MASK_DIR, "test_frame_mask")
 TEST_PART_NAME = re.compile(r"^\d{2}_\d{4}$")
 TRAIN_PART_NAME = re.compile(r"^\d{2}_\d{3}$")
-HOW_TO_GET = ("Point data.root at the ShanghaiTech Campus release (training/videos/, testing/frames/, "
-              "testing/test_frame_mask/) with SH_Train.txt and SH_Test.txt of Zhong et al. next to them, or "
+HOW_TO_GET = ("Point data.root at the ShanghaiTech Campus release (training/videos/, testing/frames/; the "
+              "SH_Train.txt / SH_Test.txt lists of Zhong et al. and the test frame masks ship with the package, "
+              "annotations: release reads the copy's own), or "
               "generate a synthetic copy with `python -m copra_bench data synth --out DIR --layout shanghaitech`.")
+
+
+def _name_key(line: str) -> tuple[str, object] | None:
+    name = line.strip().replace("\\", "/").rsplit("/", 1)[-1].split(".", 1)[0]
+    return (name, ()) if name else None
 
 
 def parse_split_list(path: Path) -> list[str]:
@@ -80,14 +94,18 @@ class ShanghaiTechDataModule(ReleaseDataModule):
 
     Args:
         root: The release folder (see the module docstring for the layout).
-        split_dir: Folder of ``SH_Train.txt`` / ``SH_Test.txt`` (default: ``root``, ``root/list`` or
-            ``root/splits``).
-        mask_dir: Folder of the ``<name>.npy`` frame masks (default ``testing/test_frame_mask``).
+        split_dir: Folder of ``SH_Train.txt`` / ``SH_Test.txt``, relative to ``root`` or absolute (default: from
+            ``annotations``; in a release-layout folder, the folder itself, ``list/`` or ``splits/``).
+        mask_dir: Folder of the ``<name>.npy`` frame masks, relative to ``root`` or absolute (default: from
+            ``annotations``; in a release-layout folder ``testing/test_frame_mask``).
+        annotations: ``shipped`` (default), ``release`` or a folder: see
+            :class:`~copra_bench.datamodules.release.ReleaseDataModule`.
         source: ``videos`` (the release as it is) or ``frames`` (every video as a frame folder).
         **kwargs: See :class:`~copra_bench.datamodules.base.VADDataModule`.
     """
 
     dataset_family = "shanghaitech"
+    shipped_dataset = "shanghaitech"
 
     default_frames_fps = 24.0
     how_to_get = HOW_TO_GET
@@ -104,15 +122,35 @@ class ShanghaiTechDataModule(ReleaseDataModule):
     def annotation_source(self) -> str:
         return "test_frame_mask"
 
-    def masks_folder(self) -> Path:
-        folder = Path(self.mask_dir).expanduser() if self.mask_dir else Path(MASK_DIR)
-        return folder if folder.is_absolute() else self.root / folder
+    def masks_folder(self, base: Path | None = None) -> Path:
+        """The frame-mask folder: ``mask_dir`` (relative to ``root``), else the one of ``base`` (default: the
+        ``annotations`` folder): ``testing/test_frame_mask`` or ``test_frame_mask`` (the first that exists)."""
+        if self.mask_dir and base is None:
+            folder = Path(self.mask_dir).expanduser()
+            return folder if folder.is_absolute() else self.root / folder
+        base = base or self.annotations_dir()
+        return next((base / d for d in MASK_DIRS if (base / d).is_dir()), base / MASK_DIR)
 
-    def split_file(self, split: Split) -> Path:
-        if self.split_dir:
+    def split_file(self, split: Split, base: Path | None = None) -> Path:
+        if self.split_dir and base is None:
             return self.resolve(self.root, str(Path(self.split_dir) / SPLIT_FILES[split]), (), f"{split} list")
-        return self.resolve(self.root, None, tuple(str(Path(d) / SPLIT_FILES[split]) for d in LIST_DIRS),
-                            f"ShanghaiTech {split} list")
+        return self.resolve(base or self.annotations_dir(), None,
+                            tuple(str(Path(d) / SPLIT_FILES[split]) for d in LIST_DIRS), f"ShanghaiTech {split} list")
+
+    def compare_with_shipped(self, split: Split) -> list[str]:
+        release = self.release_dir()
+        if release is None:
+            return []
+        ours = shipped("shanghaitech", SPLIT_FILES[split])
+        try:
+            theirs = self.split_file(split, base=release)
+        except DataError:  # the copy has no list of its own: nothing to compare
+            theirs = None
+        out = [compare_files(theirs, ours, _name_key)] if theirs and theirs != ours else []
+        masks = self.masks_folder(base=release)
+        if masks.is_dir() and masks != shipped("shanghaitech", "test_frame_mask"):
+            out.append(compare_masks(masks, shipped("shanghaitech", "test_frame_mask"), parse_split_list(ours)))
+        return [d for d in out if d]
 
     def video_index(self) -> dict[str, Path]:
         if self._index is None:

@@ -8,6 +8,8 @@ Expected under ``root`` (any of the layouts that circulate)::
     Anomaly_Detection_splits/Anomaly_Train.txt, Anomaly_Test.txt     (or directly under root)
     Temporal_Anomaly_Annotation_for_Testing_Videos.txt               (or Temporal_Anomaly_Annotation.txt)
 
+The split lists and the temporal annotation are read from the copies shipped with the package by default
+(``annotations: shipped``), so ``root`` needs the videos only; ``annotations: release`` reads the release's own.
 Videos are found by file stem anywhere under ``root``, so the Part-1..4 / Videos/ variants need no option.
 With ``source: frames`` each video is a folder of images named by the stem (``.../Abuse028_x264/000001.jpg``),
 anywhere under ``root``; fps defaults to the release's 30.
@@ -17,8 +19,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 
+from copra_bench.datamodules.annotations import shipped
+from copra_bench.datamodules.annotations.compare import compare_files
 from copra_bench.datamodules.base import Split
 from copra_bench.datamodules.records import VideoRecord, intervals_to_gt
 from copra_bench.datamodules.release import ReleaseDataModule, SplitListing
@@ -29,9 +35,12 @@ UCF_CLASSES = ("Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "
 NORMAL_FOLDERS = ("Training_Normal_Videos_Anomaly", "Testing_Normal_Videos_Anomaly", "Normal_Videos_event")
 SPLIT_FILES = {"train": "Anomaly_Train.txt", "test": "Anomaly_Test.txt"}
 ANNOTATION_FILES = ("Temporal_Anomaly_Annotation_for_Testing_Videos.txt", "Temporal_Anomaly_Annotation.txt")
+#: ``annotation_file: vera``: the shipped copy of VERA's UCF_Eval.json (another ground truth).
+VERA_FILE = "UCF_Eval.json"
 HOW_TO_GET = ("Point data.root at the UCF-Crime release (the folder holding Anomaly-Videos-Part-*/ or Videos/, "
-              "Training_Normal_Videos_Anomaly/, Testing_Normal_Videos_Anomaly/ and Anomaly_Detection_splits/), "
-              "or generate a synthetic copy of that layout with "
+              "Training_Normal_Videos_Anomaly/, Testing_Normal_Videos_Anomaly/; the split lists and the temporal "
+              "annotation ship with the package, annotations: release reads the release's own "
+              "Anomaly_Detection_splits/), or generate a synthetic copy of that layout with "
               "`python -m copra_bench data synth --out DIR --layout ucf_crime` and point data.root at DIR.")
 
 
@@ -57,6 +66,33 @@ def parse_split(path: Path) -> list[tuple[str, str]]:
             raise DataError(f"{path}, line {number}: unknown UCF-Crime class {top!r} in {line!r}")
         entries.append((video_stem(file), video_class))
     return entries
+
+
+def parse_vera_json(path: Path) -> dict[str, tuple[str, list[tuple[int, int]]]]:
+    """``{stem: (class, [(start, end), ...])}`` from VERA's ``UCF_Eval.json`` (``video``: ``frames/<Class>/<name>.mp4``,
+    ``temporal_label``: ``[s1, e1, s2, e2]`` with ``-1`` for none). A different ground truth from the official file."""
+    try:
+        entries = json.loads(path.read_text())
+        table = {}
+        for entry in entries:
+            bounds = [int(v) for v in entry["temporal_label"]]
+            folder = entry["video"].replace("\\", "/").rsplit("/", 2)[-2]
+            table[video_stem(entry["video"])] = (folder, [(s, e) for s, e in zip(bounds[0::2], bounds[1::2])
+                                                          if not (s == -1 and e == -1)])
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise DataError(f"{path}: not a VERA UCF_Eval.json list (entries with 'video' and 'temporal_label'): "
+                        f"{err}") from err
+    return table
+
+
+def _split_key(line: str) -> tuple[str, object] | None:
+    line = line.strip().replace("\\", "/")
+    return (video_stem(line), line.rpartition("/")[0].split("/")[-1]) if line else None
+
+
+def _annotation_key(line: str) -> tuple[str, object] | None:
+    fields = line.split()
+    return (video_stem(fields[0]), (fields[1], [int(v) for v in fields[2:]])) if fields else None
 
 
 def parse_temporal_annotation(path: Path) -> dict[str, tuple[str, list[tuple[int, int]]]]:
@@ -92,14 +128,19 @@ class UCFCrimeDataModule(ReleaseDataModule):
 
     Args:
         root: The release folder (see the module docstring for the layout).
-        annotation_file: Test annotation, relative to ``root`` or absolute (default: the official file). Any other
-            source (e.g. VERA's UCF_Eval.json intervals) is a different ground truth: numbers are not comparable.
-        split_dir: Folder of ``Anomaly_Train.txt`` / ``Anomaly_Test.txt`` (default: found under ``root``).
+        annotation_file: Test annotation, relative to ``root`` or absolute (default: the official file, from
+            ``annotations``): the official text format, or VERA's JSON list (``.json``); ``vera`` names the shipped
+            copy of VERA's ``UCF_Eval.json``. Any other source is a different ground truth: numbers are not
+            comparable (recorded as ``protocol.annotation_source``).
+        split_dir: Folder of ``Anomaly_Train.txt`` / ``Anomaly_Test.txt`` (default: from ``annotations``).
+        annotations: ``shipped`` (default), ``release`` or a folder: see
+            :class:`~copra_bench.datamodules.release.ReleaseDataModule`.
         source: ``videos`` (as released) or ``frames`` (pre-extracted frame folders named by the video stem).
         **kwargs: See :class:`~copra_bench.datamodules.base.VADDataModule`.
     """
 
     dataset_family = "ucf_crime"
+    shipped_dataset = "ucf_crime"
 
     default_frames_fps = 30.0
     how_to_get = HOW_TO_GET
@@ -116,24 +157,49 @@ class UCFCrimeDataModule(ReleaseDataModule):
         return "ucf_crime"
 
     def annotation_source(self) -> str:
+        if self.annotation_file == "vera":
+            return VERA_FILE
         return Path(self.annotation_file).name if self.annotation_file else "official"
 
-    def _find(self, override: str | None, candidates: tuple[str, ...], what: str) -> Path:
+    def _find(self, override: str | None, candidates: tuple[str, ...], what: str, base: Path | None = None
+              ) -> Path | None:
+        """``override`` (relative to ``root``), else the first candidate in ``base`` (default: the ``annotations``
+        folder) or its ``Anomaly_Detection_splits/``; an error when none is there, unless ``base`` is given."""
         if override:
             return self.resolve(self.root, override, candidates, what)
-        for folder in (self.root / "Anomaly_Detection_splits", self.root):
+        root = base or self.annotations_dir()
+        for folder in (root / "Anomaly_Detection_splits", root):
             for name in candidates:
                 if (folder / name).is_file():
                     return folder / name
-        raise DataError(f"no {what} ({' or '.join(candidates)}) in {self.root} or "
-                        f"{self.root / 'Anomaly_Detection_splits'}. {HOW_TO_GET}")
+        if base is not None:
+            return None
+        raise DataError(f"no {what} ({' or '.join(candidates)}) in {root} or "
+                        f"{root / 'Anomaly_Detection_splits'}. {HOW_TO_GET}")
 
     def split_file(self, split: Split) -> Path:
         override = str(Path(self.split_dir) / SPLIT_FILES[split]) if self.split_dir else None
-        return self._find(override, (SPLIT_FILES[split],), f"{split} split list")
+        return self._find(override, (SPLIT_FILES[split],), f"{split} split list")  # type: ignore[return-value]
 
     def annotation_path(self) -> Path:
-        return self._find(self.annotation_file, ANNOTATION_FILES, "temporal annotation")
+        if self.annotation_file == "vera":
+            return shipped("ucf_crime", VERA_FILE)
+        return self._find(self.annotation_file, ANNOTATION_FILES, "temporal annotation")  # type: ignore[return-value]
+
+    def read_annotation(self, path: Path) -> dict[str, tuple[str, list[tuple[int, int]]]]:
+        return parse_vera_json(path) if path.suffix.lower() == ".json" else parse_temporal_annotation(path)
+
+    def compare_with_shipped(self, split: Split) -> list[str]:
+        release = self.release_dir()
+        if release is None:
+            return []
+        pairs = [(SPLIT_FILES[split], (SPLIT_FILES[split],), _split_key)]
+        if split == "test":
+            pairs.append(("Temporal_Anomaly_Annotation.txt", ANNOTATION_FILES, _annotation_key))
+        found = [(self._find(None, names, "", base=release), shipped("ucf_crime", ours), key)
+                 for ours, names, key in pairs]
+        return [d for theirs, ours, key in found if theirs is not None and theirs != ours
+                and (d := compare_files(theirs, ours, key))]
 
     def list_split(self, split: Split) -> SplitListing:
         split_path = self.split_file(split)
@@ -147,7 +213,7 @@ class UCFCrimeDataModule(ReleaseDataModule):
         if split == "test":
             annotation_path = self.annotation_path()
             listing.files.append(annotation_path)
-            self._annotation = parse_temporal_annotation(annotation_path)
+            self._annotation = self.read_annotation(annotation_path)
             listed = {stem for stem, _ in entries}
             listing.annotations_without_video = sorted(n for n in self._annotation if n not in listed or
                                                        n not in index)

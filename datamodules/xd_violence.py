@@ -6,6 +6,8 @@ Expected under ``root``::
                                also found as Train/, training/, videos/train/)
     test/  ... <name>.mp4      the 800 test videos (also Test/, testing/, test_videos/, videos/test/)
     annotations.txt            temporal annotation of the 500 violent test videos: ``name s1 e1 [s2 e2 ...]``
+                               (shipped with the package and read from there by default, ``annotations: shipped``;
+                               ``annotations: release`` reads the release's own)
 
 Names carry the label codes: ``<source>__#<time or id>_label_<L1>-<L2>-<L3>`` (``A`` normal, ``B1`` fighting,
 ``B2`` shooting, ``B4`` riot, ``B5`` abuse, ``B6`` car accident, ``G`` explosion; ``0`` padding). With
@@ -23,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from copra_bench.datamodules.annotations import shipped
+from copra_bench.datamodules.annotations.compare import compare_files
 from copra_bench.datamodules.base import Split
 from copra_bench.datamodules.records import VideoRecord, intervals_to_gt
 from copra_bench.datamodules.release import ReleaseDataModule, SplitListing, index_sources
@@ -34,8 +38,9 @@ OFFICIAL_COUNTS = {"train": 3954, "test": 800}
 SPLIT_DIRS = {"train": ("train", "Train", "training", "videos/train", "train_videos"),
               "test": ("test", "Test", "testing", "videos/test", "test_videos")}
 ANNOTATION_FILES = ("annotations.txt", "Annotation/annotations.txt", "test_annotations.txt")
-HOW_TO_GET = ("Point data.root at the XD-Violence release (train/ and test/ folders of .mp4 videos and "
-              "annotations.txt), or generate a synthetic copy of that layout with "
+HOW_TO_GET = ("Point data.root at the XD-Violence release (train/ and test/ folders of .mp4 videos; "
+              "annotations.txt ships with the package, annotations: release reads the release's own), or generate "
+              "a synthetic copy of that layout with "
               "`python -m copra_bench data synth --out DIR --layout xd_violence` and point data.root at DIR.")
 
 
@@ -60,6 +65,11 @@ def label_codes(name: str) -> tuple[str, ...]:
         raise DataError(f"XD-Violence video name {name!r}: unknown label code(s) {unknown or codes}; known: "
                         f"{', '.join(XD_CODES)}")
     return codes
+
+
+def _annotation_key(line: str) -> tuple[str, object] | None:
+    fields = line.split()
+    return (xd_stem(fields[0]), [int(v) for v in fields[1:]]) if fields else None
 
 
 def parse_annotations(path: Path) -> dict[str, list[tuple[int, int]]]:
@@ -94,7 +104,10 @@ class XDViolenceDataModule(ReleaseDataModule):
     Args:
         root: The release folder (see the module docstring for the layout).
         train_dir, test_dir: The split folders, relative to ``root`` or absolute (default: found under ``root``).
-        annotation_file: Test annotation (default ``annotations.txt`` under ``root``).
+        annotation_file: Test annotation, relative to ``root`` or absolute (default: ``annotations.txt`` from
+            ``annotations``).
+        annotations: ``shipped`` (default), ``release`` or a folder: see
+            :class:`~copra_bench.datamodules.release.ReleaseDataModule`.
         expected_counts: Videos each split should hold, checked by ``data inspect`` (default: the official
             3954 / 800; set it when working on a documented subset).
         source: ``videos`` (as released) or ``frames`` (a folder of images per video, named like the video).
@@ -102,6 +115,7 @@ class XDViolenceDataModule(ReleaseDataModule):
     """
 
     dataset_family = "xd_violence"
+    shipped_dataset = "xd_violence"
 
     default_frames_fps = 24.0
     how_to_get = HOW_TO_GET
@@ -123,6 +137,20 @@ class XDViolenceDataModule(ReleaseDataModule):
 
     def annotation_source(self) -> str:
         return Path(self.annotation_file).name if self.annotation_file else "official"
+
+    def annotation_path(self) -> Path:
+        if self.annotation_file:
+            return self.resolve(self.root, self.annotation_file, ANNOTATION_FILES, "XD-Violence annotation")
+        return self.resolve(self.annotations_dir(), None, ANNOTATION_FILES, "XD-Violence annotation")
+
+    def compare_with_shipped(self, split: Split) -> list[str]:
+        release = self.release_dir()
+        if release is None or split != "test":
+            return []
+        theirs = next((release / n for n in ANNOTATION_FILES if (release / n).is_file()), None)
+        ours = shipped("xd_violence", "annotations.txt")
+        difference = compare_files(theirs, ours, _annotation_key) if theirs and theirs != ours else None
+        return [difference] if difference else []
 
     def split_folder(self, split: Split) -> Path:
         override = self.train_dir if split == "train" else self.test_dir
@@ -146,8 +174,7 @@ class XDViolenceDataModule(ReleaseDataModule):
         listing = SplitListing(records=[], expected=int(self.expected_counts.get(split, len(index))), files=[folder])
         names = sorted(index)
         if split == "test":
-            annotation_path = self.resolve(self.root, self.annotation_file, ANNOTATION_FILES,
-                                           "XD-Violence annotation")
+            annotation_path = self.annotation_path()
             listing.files.append(annotation_path)
             self._annotation = parse_annotations(annotation_path)
             listing.annotations_without_video = sorted(n for n in self._annotation if n not in index)

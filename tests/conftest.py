@@ -1,4 +1,5 @@
-"""Shared fixtures: the real annotation files, an isolated cache and MLflow store, the gpu marker."""
+"""Shared fixtures: the real annotation files (the copies shipped in the package), an isolated cache and MLflow
+store, the gpu marker. No test reads anything outside the repository."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from copra_bench.datamodules.annotations import ANNOTATIONS_DIR
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("COPRA_SHARED", REPO.parent / "shared"))
-REAL = SHARED / "data" / "real"
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -26,9 +27,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def real_dir() -> Path:
-    if not REAL.is_dir():
-        pytest.fail(f"real annotation files not found at {REAL}; set COPRA_SHARED to the shared/ folder")
-    return REAL
+    """The shipped real annotation files: ``ucf_crime/``, ``xd_violence/``, ``shanghaitech/`` (SOURCES.md)."""
+    return ANNOTATIONS_DIR
 
 
 SMALL_WORLD = dict(num_train_normal=3, num_train_abnormal=3, num_test_normal=2, num_test_abnormal=2, video_fps=8,

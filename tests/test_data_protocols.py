@@ -150,7 +150,8 @@ def test_skip_logs_count_and_lists_to_mlflow(tmp_path, small_world):
     victims = sorted((copy / "Testing_Normal_Videos_Anomaly").glob("*.mp4"))
     victims[0].unlink()
     victims[1].write_bytes(b"garbage")
-    reader = UCFCrimeDataModule(root=str(copy), on_bad_video="skip", window_seconds=2.0, frames_per_window=4)
+    reader = UCFCrimeDataModule(root=str(copy), annotations="release", on_bad_video="skip", window_seconds=2.0,
+                                frames_per_window=4)
     logger = _RecordingLogger(tmp_path / "run")
     with pytest.warns(UserWarning, match="ucf_crime test: skipping 2 of 4 videos"):
         reader.setup("test")
@@ -159,7 +160,8 @@ def test_skip_logs_count_and_lists_to_mlflow(tmp_path, small_world):
     trainer = SimpleNamespace(loggers=[logger], is_global_zero=True, datamodule=reader)
     RunArtifacts().setup(trainer, None, "test")
     evaluated = [r.name for r in reader.test_sets[0].records]
-    assert evaluated == [r.name for r in UCFCrimeDataModule(root=str(dm.root)).load_split("test")
+    release = UCFCrimeDataModule(root=str(dm.root), annotations="release")
+    assert evaluated == [r.name for r in release.load_split("test")
                          if r.name not in {v.stem for v in victims[:2]}]
     assert logger.metrics == {"data/skipped_videos": 2.0}
     artifacts = {(path.name, folder) for path, folder in logger.artifacts}
@@ -182,5 +184,5 @@ def test_default_error_lists_every_bad_file_with_a_count(tmp_path, small_world):
     bad[0].unlink()
     bad[1].write_bytes(b"garbage")
     with pytest.raises(DataError, match="2 of 4 videos cannot be read") as err:
-        XDViolenceDataModule(root=str(copy)).load_split("test")
+        XDViolenceDataModule(root=str(copy), annotations="release").load_split("test")
     assert f"missing: {bad[0]}" in str(err.value) and f"undecodable: {bad[1]}" in str(err.value)

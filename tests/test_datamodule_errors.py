@@ -34,7 +34,7 @@ def test_missing_and_corrupt_videos_are_all_listed(small_world, tmp_path):
     train[0].unlink()
     train[1].write_bytes(b"not a video at all")
     with pytest.raises(DataError) as err:
-        UCFCrimeDataModule(root=str(copy), frame_size=None).load_split("train")
+        UCFCrimeDataModule(root=str(copy), annotations="release", frame_size=None).load_split("train")
     message = str(err.value)
     assert "2 of 6 videos cannot be read" in message  # 3 normal + 3 abnormal training videos
     assert f"missing: {copy}" in message and train[0].stem in message
@@ -51,7 +51,8 @@ def test_truncated_video_fails_naming_the_file(small_world, tmp_path):
     victim = sorted((copy / "Testing_Normal_Videos_Anomaly").glob("*.mp4"))[0]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
-    reader = UCFCrimeDataModule(root=str(copy), frame_size=None, window_seconds=2.0, frames_per_window=4)
+    reader = UCFCrimeDataModule(root=str(copy), annotations="release", frame_size=None, window_seconds=2.0,
+                                frames_per_window=4)
     with pytest.raises(DataError, match=victim.stem):
         reader.setup("test")
         for loader in reader.test_dataloader():
@@ -68,7 +69,7 @@ def test_empty_split_is_an_error(small_world, tmp_path):
     shutil.copytree(dm.root, copy)
     (copy / "Anomaly_Detection_splits" / "Anomaly_Test.txt").write_text("\n")
     with pytest.raises(DataError, match="test split is empty"):
-        UCFCrimeDataModule(root=str(copy)).load_split("test")
+        UCFCrimeDataModule(root=str(copy), annotations="release").load_split("test")
 
 
 def test_each_test_video_is_decoded_once_per_pass(small_world, monkeypatch):

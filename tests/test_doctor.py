@@ -50,7 +50,7 @@ def test_planted_ucf_tree_is_reported_completely(synth_cache, tmp_path, capsys):
     annotation.write_text("".join(lines[:-1]) + "Ghost001_x264.mp4  Abuse  1  5  -1  -1\n")
 
     code = main(["data", "inspect", "--config", _config(tmp_path, "copra_bench.datamodules.UCFCrimeDataModule",
-                                                        root=str(root))])
+                                                        root=str(root), annotations="release")])
     out = capsys.readouterr().out
     assert code == 1 and "VERDICT: the protocol cannot run as specified" in out
     for path in missing:
@@ -75,7 +75,7 @@ def test_xd_label_mismatch_and_annotated_video_without_file(synth_cache, tmp_pat
     with open(root / "annotations.txt", "a") as fh:
         fh.write(f"{normal}.mp4 2 6\n")
     config = _config(tmp_path, "copra_bench.datamodules.XDViolenceDataModule", root=str(root),
-                     expected_counts={"train": 6, "test": 4})
+                     annotations="release", expected_counts={"train": 6, "test": 4})
     assert main(["data", "inspect", "--config", config, "--split", "test"]) == 1
     out = capsys.readouterr().out
     assert "label mismatches (1):\n    " + normal in out
@@ -121,7 +121,8 @@ def test_deep_check_finds_a_truncated_video(small_world, tmp_path):
     victim.write_bytes(data[: int(len(data) * 0.6)])
     from copra_bench.datamodules import UCFCrimeDataModule
 
-    reports = inspect_datamodule(UCFCrimeDataModule(root=str(root)), deep=True, splits=("test",))
+    reports = inspect_datamodule(UCFCrimeDataModule(root=str(root), annotations="release"), deep=True,
+                                 splits=("test",))
     assert len(reports[0].undecodable) == 1 and str(victim) in reports[0].undecodable[0]
 
 
@@ -135,13 +136,13 @@ def test_shanghaitech_without_masks_cannot_run(small_world, tmp_path):
     np.save(masks[1], np.ones(3, np.uint8))  # a mask shorter than its video
     from copra_bench.datamodules import ShanghaiTechDataModule
 
-    reports = inspect_datamodule(ShanghaiTechDataModule(root=str(root), fps=8.0))
+    reports = inspect_datamodule(ShanghaiTechDataModule(root=str(root), fps=8.0, annotations="release"))
     problems = " ".join(p for r in reports for p in r.problems())
     assert not all(r.ok for r in reports)
     assert masks[0].stem in " ".join(m for r in reports for m in r.label_mismatches + r.videos_without_annotation)
     assert "label mismatches" in problems
     with pytest.raises(Exception, match=masks[0].stem):
-        ShanghaiTechDataModule(root=str(root), fps=8.0).setup()
+        ShanghaiTechDataModule(root=str(root), fps=8.0, annotations="release").setup()
 
 
 def test_xd_empty_split_and_a_name_without_label_code(synth_cache, tmp_path):
@@ -154,7 +155,7 @@ def test_xd_empty_split_and_a_name_without_label_code(synth_cache, tmp_path):
     for video in (root / "test").glob("*.mp4"):
         video.unlink()
     (root / "annotations.txt").write_text("")
-    dm = XDViolenceDataModule(root=str(root), expected_counts={"train": 7, "test": 0})
+    dm = XDViolenceDataModule(root=str(root), annotations="release", expected_counts={"train": 7, "test": 0})
     with pytest.raises(DataError, match="xd_violence test split is empty"):
         dm.load_split("test")
     report = inspect_split(dm, "train")

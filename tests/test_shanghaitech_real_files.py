@@ -1,4 +1,4 @@
-"""The ShanghaiTech reader on the real split lists and frame masks (../shared/data/real/shanghaitech)."""
+"""The ShanghaiTech reader on the real split lists and frame masks (shipped in datamodules/annotations/shanghaitech)."""
 
 from __future__ import annotations
 

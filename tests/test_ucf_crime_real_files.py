@@ -1,4 +1,4 @@
-"""The UCF-Crime reader on the real split lists and temporal annotation (../shared/data/real/ucf_crime)."""
+"""The UCF-Crime reader on the real split lists and temporal annotation (shipped: datamodules/annotations/ucf_crime)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from copra_bench.errors import DataError
 def ucf(real_dir):
     root = real_dir / "ucf_crime"
     lengths = {e["video"].rsplit("/", 1)[-1][:-4]: e["length"]
-               for e in json.loads((root / "test_videos_with_lengths.json").read_text())}
+               for e in json.loads((root / "UCF_Eval.json").read_text())}
     return root, lengths
 
 
@@ -74,7 +74,7 @@ def test_vera_json_is_a_different_ground_truth(ucf):
     root, _ = ucf
     official = parse_temporal_annotation(root / "Temporal_Anomaly_Annotation.txt")
     vera = {e["video"].rsplit("/", 1)[-1][:-4]: e["temporal_label"]
-            for e in json.loads((root / "test_videos_with_lengths.json").read_text())}
+            for e in json.loads((root / "UCF_Eval.json").read_text())}
     differ = [s for s, (_, ev) in official.items()
               if [x for pair in ev for x in pair] != [v for v in vera[s] if v != -1]]
     assert len(differ) == 14 and "Burglary076_x264" in differ

@@ -1,4 +1,4 @@
-"""The XD-Violence reader on the real temporal annotation (../shared/data/real/xd_violence)."""
+"""The XD-Violence reader on the real temporal annotation (shipped in datamodules/annotations/xd_violence)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from copra_bench.errors import DataError
 @pytest.fixture(scope="module")
 def xd(real_dir):
     root = real_dir / "xd_violence"
-    videos = json.loads((root / "test_videos_with_lengths.json").read_text())
+    videos = json.loads((root / "xd_test_800.json").read_text())
     return root, {v["video"]: v["length"] for v in videos}
 
 
@@ -58,7 +58,7 @@ def test_stem_matching_recovers_the_14_names_with_mp4(xd):
     with_suffix = [n[:-4] for n in raw if n.endswith(".mp4")]
     assert len(with_suffix) == 14 and all(n in parse_annotations(root / "annotations.txt") for n in with_suffix)
     # VERA's list matched literally and lost them: labelled normal, no interval (486 violent instead of 500)
-    vera = {v["video"]: v for v in json.loads((root / "test_videos_with_lengths.json").read_text())}
+    vera = {v["video"]: v for v in json.loads((root / "xd_test_800.json").read_text())}
     assert all(vera[n]["temporal_label"] in ([], [-1, -1]) or not any(x >= 0 for x in vera[n]["temporal_label"])
                for n in with_suffix)
 
