@@ -75,11 +75,12 @@ def test_five_method_report_from_real_runs(tmp_path, monkeypatch, synth_cache):
                                      "init_args": {"domain": "A", **member}},
                           "target": {"class_path": "copra_bench.datamodules.SyntheticUCFCrimeDataModule",
                                      "init_args": {"domain": "B", **member}},
-                          "window_seconds": 2.0, "frames_per_window": 4, "batch_size": 8, "val_fraction": 0.34,
+                          "window_seconds": 2.0, "frames_per_window": 2, "batch_size": 8, "val_fraction": 0.34,
                           "frame_size": None}}
     (tmp_path / "data.yaml").write_text(yaml.safe_dump(data))
     common = ["--config", str(REPO / "configs" / "cross_domain.yaml"), "--data", str(tmp_path / "data.yaml"),
-              "--trainer.logger.init_args.experiment_name", "five", "--model.init_args.bootstrap_samples", "30"]
+              "--trainer.logger.init_args.experiment_name", "five", "--model.init_args.bootstrap_samples", "30",
+              "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0"]
     for method in METHODS:
         _fit(common, method)
     assert main(["predict", *common, "--model", str(REPO / "configs" / "model" / "frozen_tiny.yaml")]) == 0

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 
 MAX_MD_CELL = 60
 MARK_SIGNS = {"best": "★", "tied": "≈"}
+NUMBER = re.compile(r"^[-+]?\d+(\.\d+)?(\s|$)")  # right-aligned cells: "84.12 ± 0.31", "3 (0,1,2)"; not run ids
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222;max-width:1360px}
@@ -140,7 +142,7 @@ def _html_cell(cell, column: int, table: Table, heat: float | None) -> str:
     esc = html.escape
     text = cell.text if isinstance(cell, Cell) else str(cell)
     classes = []
-    if column == 0 or not any(ch.isdigit() for ch in text[:2]):
+    if column == 0 or not NUMBER.match(text):
         classes.append("l")
     if column in table.wrap:
         classes.append("w")
