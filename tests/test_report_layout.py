@@ -56,10 +56,25 @@ def test_ten_methods_nine_cross_domain_cells_stay_readable():
     headings = [b[2] for b in doc.blocks if isinstance(b, tuple) and b[0] == "h"]
     assert "Cross-domain matrix" in headings and "AUC %, step1" in headings
     assert max(len(h) for h in headings) <= 60, max(headings, key=len)
-    titles = [t.title for b in doc.blocks if isinstance(b, tuple) and b[0] == "grid" for t in b[1]]
+    grids = [inner for b in doc.blocks if isinstance(b, tuple) and b[0] == "details" for inner in b[2]
+             if isinstance(inner, tuple) and inner[0] == "grid"]
+    titles = [t.title for grid in grids for t in grid[1]]
     assert len(titles) == 2 * 2 * 11 and max(len(t) for t in titles) <= 40  # (AUC, AP) x 2 steps x 11 variants
     assert {"method0 rank=8: AUC %, step1", "method0 rank=-: AUC %, step1", "method1: AUC %, step1"} <= set(titles)
     assert page.count('class="grid"') == 4
+
+    overview = markdown.split("#### AUC %, step3")[1].split("\n\n")[1].splitlines()
+    headers = [h.strip() for h in overview[0].split("|")[1:-1]]
+    assert headers[:4] == ["method", "A → A", "A → B", "A → C"] and len(headers) == 10
+    for c, (train, test) in enumerate(((s, t) for s in DOMAINS for t in DOMAINS), start=1):
+        means = {m: sum(truth[(m, train, test, "step3")]) / 2 for m in methods}
+        top = max(methods, key=means.get)
+        tied = {m for m in methods if m != top and abs(means[m] - means[top]) <= 0.02}  # intervals are mean ± 0.01
+        marks = {line.split("|")[1].split()[0]: line.split("|")[c + 1] for line in overview[2:]
+                 if "rank=8" not in line}  # the rank-8 variant (0.5 everywhere) never competes for best
+        assert {m for m in methods if "★" in marks[m]} == (set() if tied else {top}), (train, test)
+        assert {m for m in methods if "≈" in marks[m]} == (tied | {top} if tied else set()), (train, test)
+        assert f"**{100 * means[top]:.2f}**" in marks[top] or tied
 
     table = markdown.split("**method3: AUC %, step3**")[1].split("\n\n")[1].splitlines()
     for train, line in zip(DOMAINS, table[2:], strict=True):

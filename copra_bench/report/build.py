@@ -12,12 +12,10 @@ from collections import Counter
 
 from copra_bench.report import aggregate as agg
 from copra_bench.report import sections
-from copra_bench.report.document import Cell, Document, Table
-from copra_bench.report.ranking import LEGEND, Entry, column_marks
+from copra_bench.report.document import Document, Table
+from copra_bench.report.ranking import LEGEND, entry_of, fmt, marked_cells
 from copra_bench.report.runs import ReportError, RunRecord
 
-CI_BOUNDS = {"auc": ("auc_ci_low", "auc_ci_high"), "ap": ("ap_ci_low", "ap_ci_high")}
-fmt = sections.fmt
 
 
 def build_document(experiment: str, tracking_uri: str, runs: list[RunRecord], *,
@@ -68,29 +66,6 @@ def _members(variant: agg.Variant, test_set: str) -> list[RunRecord]:
     return [r for r in variant.runs if test_set in r.test_sets]
 
 
-def _entry(runs: list[RunRecord], test_set: str, step: str, metric: str) -> tuple[Entry, agg.Stat, str]:
-    """The column entry (value and its interval), the stat and the interval text."""
-    stat = agg.stat_of(runs, test_set, step, metric)
-    if stat.mean is None:
-        return Entry(None), stat, ""
-    if metric in CI_BOUNDS:
-        low = agg.stat_of(runs, test_set, step, CI_BOUNDS[metric][0]).mean
-        high = agg.stat_of(runs, test_set, step, CI_BOUNDS[metric][1]).mean
-        if low is not None and high is not None:
-            return Entry(stat.mean, low, high), stat, f"[{100 * low:.1f}, {100 * high:.1f}]"
-    if stat.std is not None:
-        return Entry(stat.mean, stat.mean - stat.std, stat.mean + stat.std), stat, ""
-    return Entry(stat.mean), stat, ""
-
-
-def _marked_columns(rows: list[list[RunRecord]], columns: list[tuple[str, str, str]]) -> list[list[Cell]]:
-    """One :class:`Cell` per (row, column) with the best / tied marks of each column."""
-    entries = [[_entry(runs, *column) for column in columns] for runs in rows]
-    marks = [column_marks([row[c][0] for row in entries], metric) for c, (_, _, metric) in enumerate(columns)]
-    return [[Cell(fmt(stat, columns[c][2]), interval, marks[c][r]) for c, (_, stat, interval) in enumerate(row)]
-            for r, row in enumerate(entries)]
-
-
 def _seeds(variant: agg.Variant, members: list[RunRecord]) -> str:
     return f"{len(members)} ({','.join(variant.seeds)})"
 
@@ -101,7 +76,7 @@ def _leaderboard(doc: Document, test_set: str, variants: list[agg.Variant]) -> N
     metrics = agg.metrics_of(runs, test_set)
     primary = [(test_set, s, m) for m in agg.PRIMARY_METRICS if m in metrics for s in steps]
     members = [_members(v, test_set) for v in variants]
-    cells = _marked_columns(members, primary)
+    cells = marked_cells([[entry_of(m, *column) for column in primary] for m in members], [c[2] for c in primary])
     rows = [[v.method, v.label or "-", v.train_dataset, _seeds(v, m), *c]
             for v, m, c in zip(variants, members, cells, strict=True)]
     doc.h(2, f"Leaderboard: tested on {test_set}")
@@ -111,7 +86,7 @@ def _leaderboard(doc: Document, test_set: str, variants: list[agg.Variant]) -> N
     if others:
         other_rows = []
         for step in steps:
-            step_cells = _marked_columns(members, [(test_set, step, m) for m in others])
+            step_cells = marked_cells([[entry_of(m, test_set, step, o) for o in others] for m in members], others)
             other_rows += [[v.method, v.label or "-", step, *c] for v, c in zip(variants, step_cells, strict=True)]
         doc.blocks.append(("details", f"other metrics on {test_set} ({', '.join(others)}), per step",
                            [Table(["method", "variant", "step", *others], other_rows, wrap=(1,),

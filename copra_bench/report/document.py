@@ -25,7 +25,7 @@ th{background:#f0f0f0;white-space:normal}td.l,th.l{text-align:left}td.w{white-sp
 overflow-wrap:anywhere}td small{display:block;color:#666;font-size:.86em}td.best{background:#e3f4e1}
 td.tied{background:#f3f7e8}tr.paper td{color:#7a4b00;background:#fff8e6;font-style:italic}
 .note{color:#555;font-size:.88em;max-width:60em}.missing{color:#b00020;font-weight:600}.warn{background:#fff3cd;
-padding:.5em}.grid{display:flex;flex-wrap:wrap;gap:0 1.6em}.grid>div{max-width:26em}ul.kv{font-size:.85em;
+padding:.5em}.grid{display:flex;flex-wrap:wrap;gap:0 1.6em}.grid .note{max-width:28em}ul.kv{font-size:.85em;
 columns:2 30em;margin:.3em 0}ul.kv code{overflow-wrap:anywhere}
 img{max-width:100%;border:1px solid #ddd;margin:.3em 0}details{margin:.4em 0}code{background:#f4f4f4}
 """
@@ -160,8 +160,11 @@ def _html_cell(cell, column: int, table: Table, heat: float | None) -> str:
 def _html_table(table: Table) -> list[str]:
     esc = html.escape
     out = [f"<h4>{esc(table.title)}</h4>"] if table.title else []
+    first = [c.text if isinstance(c, Cell) else str(c) for c in (table.rows[0] if table.rows else [])]
+    left = {i for i in range(len(table.headers)) if i == 0 or i in table.wrap
+            or (i < len(first) and not NUMBER.match(first[i]))}  # headings aligned like the cells under them
     out.append('<div class="scroll"><table><thead><tr>' + "".join(
-        f'<th class="l">{esc(h)}</th>' if i == 0 or i in table.wrap else f"<th>{esc(h)}</th>"
+        f'<th class="l">{esc(h)}</th>' if i in left else f"<th>{esc(h)}</th>"
         for i, h in enumerate(table.headers)) + "</tr></thead><tbody>")
     for r, row in enumerate(table.rows):
         klass = table.row_classes[r] if r < len(table.row_classes) else ""

@@ -6,25 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from copra_bench.report import aggregate as agg
-from copra_bench.report.document import Document, Image, Table
+from copra_bench.report.document import Cell, Document, Image, Table
 from copra_bench.report.paper import PAPER, PAPER_ROWS, matching_rows
+from copra_bench.report.ranking import entry_of, fmt, marked_cells
 from copra_bench.report.runs import RunRecord
-
-PERCENT_HINTS = ("auc", "ap", "far", "acc")
-
-
-def _is_percent(metric: str) -> bool:
-    return any(h in metric.split("/")[0] for h in PERCENT_HINTS)
-
-
-def fmt(stat: agg.Stat, metric: str = "auc") -> str:
-    """``84.12 ± 0.31`` (percent for AUC/AP/FAR-like metrics), ``84.12`` for one run, ``-`` for none."""
-    if stat.mean is None:
-        return "-"
-    scale, digits = (100.0, 2) if _is_percent(metric) else (1.0, 4)
-    text = f"{scale * stat.mean:.{digits}f}"
-    return text + (f" ± {scale * stat.std:.{digits}f}" if stat.std is not None else "")
-
 
 def matrix(doc: Document, runs: list[RunRecord]) -> None:
     """Per primary metric and first/last step: one small trained-on x tested-on heatmap per method variant, side
@@ -35,8 +20,10 @@ def matrix(doc: Document, runs: list[RunRecord]) -> None:
         return
     variants = agg.variants(runs, ignore_data=True)
     doc.h(2, "Cross-domain matrix")
-    doc.p("One matrix per method (variant): rows are the data it was trained on, columns the test sets; the colour "
-          "runs from the matrix's lowest value (light) to its highest (dark). Cells are mean ± std over seeds.")
+    doc.p("Per metric and step: every method (variant) in one table, a column per (trained on → tested on) pair "
+          "with the mean over seeds, best / tied marked per column by the intervals as in the leaderboards; then, "
+          "collapsed, one matrix per method: rows are the data it was trained on, columns the test sets, the "
+          "colour from the matrix's lowest value (light) to its highest (dark). Cells are mean ± std over seeds.")
     for metric in agg.PRIMARY_METRICS:
         for step in sorted({s for v in variants for s in (agg.steps_of(v.runs)[:1] + agg.steps_of(v.runs)[-1:])}):
             tables = []
@@ -53,11 +40,37 @@ def matrix(doc: Document, runs: list[RunRecord]) -> None:
                     heat.append([None, *[None if s.mean is None else (s.mean - low) / ((high - low) or 1.0)
                                          for s in stats]])
                 note = variant.full_label if variant.full_label != variant.label else ""
-                tables.append(Table(["trained on \\ tested on", *tested], rows, heat=heat, note=note,
+                tables.append(Table(["trained \\ tested", *tested], rows, heat=heat, note=note,
                                     title=f"{variant.name}: {metric.upper()} %, {step}"))
             if tables:
                 doc.h(3, f"{metric.upper()} %, {step}")
-                doc.blocks.append(("grid", tables))
+                _overview(doc, variants, trained, tested, metric, step)
+                doc.blocks.append(("details", f"one matrix per method ({len(tables)})", [("grid", tables)]))
+
+
+def _short_names(names: list[str]) -> dict[str, str]:
+    """Data set names without their common prefix (``synth_ucf_A`` -> ``A``) for column headings."""
+    prefix = ""
+    for chars in zip(*names, strict=False):
+        if len(set(chars)) > 1:
+            break
+        prefix += chars[0]
+    return {n: n[len(prefix):] or n for n in names} if len(names) > 1 else {n: n for n in names}
+
+
+def _overview(doc: Document, variants: list[agg.Variant], trained: list[str], tested: list[str], metric: str,
+              step: str) -> None:
+    """Every method (variant) in one table: a column per (trained on, tested on) cell, the best marked."""
+    pairs = [(s, t) for s in trained for t in tested
+             if any(r.train_dataset == s and t in r.test_sets for v in variants for r in v.runs)]
+    names = _short_names(sorted(set(trained) | set(tested)))
+    entries = [[entry_of([r for r in v.runs if r.train_dataset == s], t, step, metric) for s, t in pairs]
+               for v in variants]
+    cells = [[Cell(f"{100 * e.mean:.2f}" if e.mean is not None else "-", "", c.mark) for (e, _, _), c in
+              zip(row, marked, strict=True)] for row, marked in zip(entries, marked_cells(entries, [metric] * len(pairs)),
+                                                                    strict=True)]
+    doc.blocks.append(Table(["method", *[f"{names[s]} → {names[t]}" for s, t in pairs]],
+                            [[v.name, *row] for v, row in zip(variants, cells, strict=True)], wrap=(0,)))
 
 
 def axes(doc: Document, groups: list[agg.ProtocolGroup]) -> None:
