@@ -5,7 +5,8 @@ Two rules keep numbers comparable:
 * Runs are split into **protocol groups** by their ``protocol.*`` / ``conventions.*`` params (GT convention, AP
   variant, post-processing preset, windows...). Keys that only name the dataset (``protocol.dataset``,
   ``protocol.annotation_source``, ``protocol.<dataset name>.*`` ...) do not split groups, so a cross-domain matrix can
-  span datasets. Runs without any protocol param form one group of their own.
+  span datasets. Runs without any protocol param never get here: they are not comparable evaluations
+  (:attr:`RunRecord.exclusion`) and the report lists them under "not in the tables".
 * Within a group, runs are averaged only when **every** param is equal except seeds and bookkeeping
   (:func:`variant_key`): all protocol params included, so differing protocols are never averaged.
 """
@@ -55,7 +56,7 @@ def protocol_settings(run: RunRecord) -> dict[str, str]:
 
 @dataclass
 class ProtocolGroup:
-    """Runs sharing one protocol. ``settings`` is empty for runs that record no protocol params."""
+    """Runs sharing one protocol (``settings``: its protocol params, the dataset-identity ones left out)."""
 
     index: int
     settings: dict[str, str]
@@ -63,7 +64,7 @@ class ProtocolGroup:
 
     @property
     def title(self) -> str:
-        return f"Protocol group {self.index}" if self.settings else "Runs without protocol params"
+        return f"Protocol group {self.index}"
 
 
 def group_by_protocol(runs: list[RunRecord]) -> list[ProtocolGroup]:
