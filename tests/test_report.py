@@ -75,12 +75,18 @@ class _Page(HTMLParser):
         self.text.append(data)
 
 
+def squash(markdown: str) -> str:
+    """The Markdown with table cells unpadded (``|  a   | b |`` -> ``| a | b |``), so rows can be matched."""
+    return "\n".join(re.sub(r" *\| *", " | ", line).strip() if line.startswith("|") else line
+                     for line in markdown.splitlines())
+
+
 def _report(store, experiment: str, tmp_path: Path) -> tuple[str, _Page]:
     markdown, page = write_report(experiment, tmp_path / "out", tracking_uri=store[0])
     parsed = _Page()
     parsed.feed(page.read_text())
     assert not parsed.links, "the page must be self-contained"
-    return markdown.read_text(), parsed
+    return squash(markdown.read_text()), parsed
 
 
 def test_metric_keys_are_parsed_before_and_after_steps():
@@ -111,12 +117,12 @@ def test_seeds_are_averaged_other_params_are_not(store, tmp_path):
     markdown, _ = _report(store, "seeds", tmp_path)
     mean, std = 100 * statistics.fmean(aucs), 100 * statistics.stdev(aucs)
     low, high = 100 * (statistics.fmean(aucs) - 0.1), 100 * (statistics.fmean(aucs) + 0.1)
-    rank8 = next(line for line in markdown.splitlines() if "rank=8" in line and "| step1 |" in line)
+    board = markdown.split("Leaderboard: tested on synth_ucf_A")[1].split("**other metrics")[0]
+    rank8 = next(line for line in board.splitlines() if "rank=8" in line)
     assert f"{mean:.2f} ± {std:.2f} [{low:.1f}, {high:.1f}]" in rank8 and "3 (0,1,2)" in rank8
-    rank4 = next(line for line in markdown.splitlines() if "rank=4" in line and "| step1 |" in line)
-    assert "| 90.00 |" in rank4 and "±" not in rank4
-    step3 = next(line for line in markdown.splitlines() if "rank=8" in line and "| step3 |" in line)
-    assert f"{100 * statistics.fmean(aucs) + 20:.2f}" in step3
+    assert f"{100 * statistics.fmean(aucs) + 20:.2f}" in rank8  # the step3 column of the same row
+    rank4 = next(line for line in board.splitlines() if "rank=4" in line)
+    assert "| **90.00** ★ |" in rank4 and "±" not in rank4  # the highest AUC, no interval to tie with
     assert "Protocol group 1 (4 runs)" in markdown and "several protocol groups" not in markdown
 
 
@@ -132,23 +138,40 @@ def test_runs_with_different_protocols_are_never_averaged(store, tmp_path):
         re.search(r"\| protocol\.gt_end_inclusive \| .*True.*False", markdown)
     for value in ("60.00", "80.00"):
         assert f"| {value} |" in markdown
-    assert "70.00" in markdown  # the legacy key test/ucf/auc counted as step1
-    tables = markdown.split("## Why there are several protocol groups")[1].split("## Reported by the paper")[0]
+    tables = markdown.split("## Why there are several protocol groups")[1].split("## Compared with the paper")[0]
     assert "±" not in tables, "nothing may be averaged across protocols"
+    assert "70.00" not in markdown and "Runs without protocol params" not in markdown
+    excluded = markdown.split("## Not in the tables (1 runs)")[1].split("\n## ")[0]
+    assert "frozen-synth_ucf_A-2" in excluded and "no protocol.* params" in excluded
 
 
-def test_runs_without_protocol_params_form_one_group(store, tmp_path):
+def test_runs_that_are_not_evaluations_are_listed_once_not_tabled(store, tmp_path):
+    """Legacy runs (no protocol params), a predict run and a failed run: one line each under 'not in the tables',
+    no protocol group of their own, no missing-artifact lines for them."""
     exp = _experiment(store, "legacy")
     _, client, _ = store
+    legacy = []
     for seed, auc in enumerate((0.5, 0.6)):
         run_id = client.create_run(exp, run_name=f"old-{seed}").info.run_id
         client.log_param(run_id, "seed_everything", str(seed))
         client.log_param(run_id, "model.class_path", "copra_bench.baselines.FrozenVLM")
         client.log_metric(run_id, "test/synth/auc", auc)
         client.set_terminated(run_id, "FINISHED")
-    markdown, _ = _report(store, "legacy", tmp_path)
-    assert "Runs without protocol params (2 runs)" in markdown and "frozenvlm" in markdown
-    assert f"{100 * statistics.fmean([0.5, 0.6]):.2f} ± {100 * statistics.stdev([0.5, 0.6]):.2f}" in markdown
+        legacy.append(run_id)
+    predicted = _run(store, exp, seed=5, tags={"subcommand": "predict"}, protocol=False)
+    failed = _run(store, exp, seed=6, status="FAILED", tags={"sweep.error": "Traceback\nRuntimeError: out of memory"})
+    kept = _run(store, exp, seed=7, metrics={"test/synth/step1/auc": 0.7})
+    markdown, page = _report(store, "legacy", tmp_path)
+    assert "Runs without protocol params" not in markdown and "several protocol groups" not in markdown
+    assert "Protocol group 1 (1 runs)" in markdown and "| 70.00 |" in markdown
+    excluded = markdown.split("## Not in the tables (4 runs)")[1].split("\n## ")[0]
+    for run_id, reason in ((legacy[0], "no protocol.* params"), (legacy[1], "no protocol.* params"),
+                           (predicted, "predict run"), (failed, "status FAILED: RuntimeError: out of memory")):
+        row = next(line for line in excluded.splitlines() if run_id in line)
+        assert reason in row
+        assert markdown.count(run_id) == 1, f"run {run_id} must be listed once"
+    assert kept in markdown.split("## Runs in the tables")[1]
+    assert f"{100 * statistics.fmean([0.5, 0.6]):.2f}" not in markdown
 
 
 def test_cross_domain_heatmap_and_sweep_axis_tables(store, tmp_path):
@@ -172,9 +195,12 @@ def test_paper_numbers_beside_ours_are_labelled(store, tmp_path):
     _run(store, exp, dataset="ucf_crime", params={"model.init_args.backbone": "/models/Qwen2-VL-7B-Instruct"},
          metrics={"test/ucf_crime/step1/auc": 0.6})
     markdown, _ = _report(store, "paper", tmp_path)
-    board = markdown.split("Leaderboard: tested on ucf_crime")[1].split("##")[0]
-    assert "59.36 (paper)" in board and "81.31 (paper)" in board and "69.73" not in board  # frozen only
-    assert "Reported by the paper (not reproduced here)" in markdown
+    compared = markdown.split("## Compared with the paper")[1].split("**all numbers reported by the paper")[0]
+    assert "59.36 (paper)" in compared and "81.31 (paper)" in compared and "69.73" not in compared  # frozen only
+    ours = next(line for line in compared.splitlines() if "| this benchmark |" in line)
+    assert "| 60.00 |" in ours and "ucf_crime → ucf_crime" in ours
+    assert "(paper)" not in markdown.split("Leaderboard: tested on ucf_crime")[1].split("## ")[0]
+    assert "**all numbers reported by the paper (14 rows, not reproduced here)**" in markdown
 
 
 def test_missing_artifacts_are_reported_and_the_rest_is_built(store, tmp_path):

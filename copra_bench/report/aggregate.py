@@ -5,7 +5,8 @@ Two rules keep numbers comparable:
 * Runs are split into **protocol groups** by their ``protocol.*`` / ``conventions.*`` params (GT convention, AP
   variant, post-processing preset, windows...). Keys that only name the dataset (``protocol.dataset``,
   ``protocol.annotation_source``, ``protocol.<dataset name>.*`` ...) do not split groups, so a cross-domain matrix can
-  span datasets. Runs without any protocol param form one group of their own.
+  span datasets. Runs without any protocol param never get here: they are not comparable evaluations
+  (:attr:`RunRecord.exclusion`) and the report lists them under "not in the tables".
 * Within a group, runs are averaged only when **every** param is equal except seeds and bookkeeping
   (:func:`variant_key`): all protocol params included, so differing protocols are never averaged.
 """
@@ -55,7 +56,7 @@ def protocol_settings(run: RunRecord) -> dict[str, str]:
 
 @dataclass
 class ProtocolGroup:
-    """Runs sharing one protocol. ``settings`` is empty for runs that record no protocol params."""
+    """Runs sharing one protocol (``settings``: its protocol params, the dataset-identity ones left out)."""
 
     index: int
     settings: dict[str, str]
@@ -63,7 +64,7 @@ class ProtocolGroup:
 
     @property
     def title(self) -> str:
-        return f"Protocol group {self.index}" if self.settings else "Runs without protocol params"
+        return f"Protocol group {self.index}"
 
 
 def group_by_protocol(runs: list[RunRecord]) -> list[ProtocolGroup]:
@@ -98,13 +99,23 @@ def variant_key(run: RunRecord, *, ignore_data: bool = False) -> tuple:
     return (run.method, tuple(sorted(items)))
 
 
+#: Longest variant label shown in a table cell; a longer one becomes ``v<i>: <start>…`` (full text in the details).
+MAX_LABEL = 40
+
+
 @dataclass
 class Variant:
-    """Runs averaged together (they differ in seeds only). ``label``: the params telling it from its siblings."""
+    """Runs averaged together (they differ in seeds only).
+
+    Attributes:
+        label: Short cell text telling the variant from the other variants of the same method ("" if it has none).
+        full_label: Every ``key=value`` that differs between the method's variants (the details block lists it).
+    """
 
     method: str
     runs: list[RunRecord]
     label: str = ""
+    full_label: str = ""
 
     @property
     def train_dataset(self) -> str:
@@ -114,26 +125,79 @@ class Variant:
     def seeds(self) -> list[str]:
         return sorted({r.params.get("seed_everything", "?") for r in self.runs})
 
+    @property
+    def name(self) -> str:
+        """``method`` or ``method label``: what a heading or a legend calls the variant."""
+        return f"{self.method} {self.label}".strip()
+
+
+def _is_label_key(key: str) -> bool:
+    """Config keys a variant label may name: not protocol params, not counts derived from the config
+    (``model.params_trainable``: one dot, no ``init_args``), not top-level keys."""
+    if key.startswith(PROTOCOL_PREFIXES) or "." not in key:
+        return False
+    return key.count(".") > 1 or key.endswith(".class_path")
+
 
 def variants(runs: list[RunRecord], *, ignore_data: bool = False) -> list[Variant]:
-    """Runs grouped by :func:`variant_key`, each labelled by the non-data params that differ between variants."""
+    """Runs grouped by :func:`variant_key`. A variant is labelled by the keys that differ between the variants of
+    **its own method** (``data.*`` keys only where the label would not tell two variants apart otherwise)."""
     buckets: dict[tuple, list[RunRecord]] = defaultdict(list)
     for run in runs:
         buckets[variant_key(run, ignore_data=ignore_data)].append(run)
-    keys = list(buckets)
-    params = [dict(k[1]) for k in keys]
-    every = {p for a in params for p in a if not p.startswith(("data.", "protocol.")) and "." in p}
-    differing = sorted(p for p in every if len({a.get(p) for a in params}) > 1)
     out = []
-    for key, members in buckets.items():
-        label = ", ".join(f"{_short(p)}={dict(key[1]).get(p, '-')}" for p in differing)
-        out.append(Variant(method=key[0], runs=members, label=label))
-    return sorted(out, key=lambda v: (v.method, v.train_dataset, v.label))
+    for method in sorted({key[0] for key in buckets}):
+        keys = [key for key in buckets if key[0] == method]
+        params = [dict(k[1]) for k in keys]
+        every = {p for a in params for p in a if _is_label_key(p)}
+        differing = sorted(p for p in every if len({a.get(p) for a in params}) > 1)
+        without_data = [p for p in differing if not p.startswith("data.")]
+        shown = without_data if _tells_apart(keys, buckets, without_data) else differing
+        for i, key in enumerate(sorted(keys, key=lambda k: _label(dict(k[1]), shown))):
+            full = _label(dict(key[1]), shown)
+            label = full if len(full) <= MAX_LABEL else f"v{i + 1}: {full[:MAX_LABEL - 6]}…"
+            out.append(Variant(method=method, runs=buckets[key], label=label, full_label=full))
+    return sorted(out, key=lambda v: (v.method, v.train_dataset, v.full_label))
+
+
+def _label(params: dict[str, str], keys: list[str]) -> str:
+    return ", ".join(f"{_short(p)}={params.get(p, '-')}" for p in keys)
+
+
+def _tells_apart(keys: list[tuple], buckets: dict, shown: list[str]) -> bool:
+    seen = {(buckets[k][0].train_dataset, _label(dict(k[1]), shown)) for k in keys}
+    return len(seen) == len(keys)
 
 
 def _short(key: str) -> str:
     parts = [p for p in key.split(".") if p != "init_args"]
-    return ".".join(parts[-2:])
+    return ".".join(parts[-2:]) if parts[0] != "model" else ".".join(parts[1:])
+
+
+def method_settings(variants_: list[Variant]) -> tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]:
+    """``(shared, per method)``: the config settings every run has in common, and for each method those its runs
+    share that are not common to every run; keys without ``init_args`` (``model.init_args.lr`` -> ``model.lr``).
+
+    Left out: protocol, seed and bookkeeping keys, top-level copies of the model's hyperparameters (``lr``: the
+    same value as ``model.init_args.lr``), unset (``None``) values, and ``trainer.*`` in the shared list (the
+    runs' ``config.yaml`` artifacts hold them all)."""
+    def settings(run: RunRecord) -> dict[str, str]:
+        return {k: v for k, v in run.params.items() if "." in k and v != "None" and not is_seed_key(k)
+                and not k.startswith(PROTOCOL_PREFIXES + BOOKKEEPING_PREFIXES)}
+
+    def common(runs: list[RunRecord]) -> dict[str, str]:
+        first = settings(runs[0])
+        return {k: v for k, v in first.items() if all(settings(r).get(k) == v for r in runs[1:])}
+
+    def readable(items) -> list[tuple[str, str]]:
+        return sorted((k.replace(".init_args.", ".").replace(".init_args", ""), v) for k, v in items)
+
+    everyone = common([r for v in variants_ for r in v.runs]) if variants_ else {}
+    per_method = {}
+    for method in sorted({v.method for v in variants_}):
+        mine = common([r for v in variants_ if v.method == method for r in v.runs])
+        per_method[method] = readable((k, v) for k, v in mine.items() if everyone.get(k) != v)
+    return readable((k, v) for k, v in everyone.items() if not k.startswith("trainer.")), per_method
 
 
 @dataclass

@@ -85,6 +85,20 @@ class RunRecord:
     def error(self) -> str | None:
         return self.tags.get("sweep.error")
 
+    @property
+    def exclusion(self) -> str | None:
+        """Why the run is not an evaluation that the tables can compare (None when it is one)."""
+        if self.status != "FINISHED":
+            error = (self.error or "").strip().splitlines()
+            return f"status {self.status}" + (f": {error[-1][:80]}" if error else "")
+        if self.tags.get("subcommand") == "predict":
+            return "predict run: scores only, nothing evaluated"
+        if not self.results:
+            return "no test/... metrics logged (not evaluated)"
+        if not any(key.startswith(("protocol.", "conventions.")) for key in self.params):
+            return "no protocol.* params: its evaluation conventions are unknown, so it is not compared"
+        return None
+
 
 def _local_dir(artifact_uri: str | None) -> Path | None:
     if not artifact_uri:
