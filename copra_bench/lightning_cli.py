@@ -115,7 +115,7 @@ class CopraCLI(LightningCLI):
                 kwargs[key] = value
             elif configured != value:
                 log.info("trainer.%s=%r from the config overrides the method's default %r", key, configured, value)
-        if not kwargs.get("enable_progress_bar", trainer_config.get("enable_progress_bar", True)):
+        if kwargs.get("enable_progress_bar", trainer_config.get("enable_progress_bar")) is False:
             # the default trainer config lists a progress bar; Lightning refuses one next to enable_progress_bar=false
             callbacks = kwargs.get("callbacks", trainer_config.get("callbacks")) or []
             kwargs["callbacks"] = [c for c in callbacks if not isinstance(c, ProgressBar)]

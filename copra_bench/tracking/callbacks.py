@@ -59,15 +59,11 @@ class RunArtifacts(L.Callback, ResultSink):
     exports when fit ends.
 
     Also times the stages (``timing`` in ``metrics.json``: seconds of fit and of each test pass).
-
-    What it prints (the results table, where the predictions went) waits until the pass has ended: the progress bar
-    is listed before this callback in the trainer config, so its last line comes first and the table below it.
     """
 
     def __init__(self) -> None:
         self.timing: dict[str, float] = {}
         self._started: dict[str, float] = {}
-        self._to_print: list[str] = []
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Lightning sets the DataModule up just before this hook: its records are complete for the stage.
@@ -95,20 +91,6 @@ class RunArtifacts(L.Callback, ResultSink):
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started["test"] = time.perf_counter()
 
-    def _print_pending(self) -> None:
-        for text in self._to_print:
-            print(text, flush=True)
-        self._to_print.clear()
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._print_pending()
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._print_pending()
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._print_pending()  # a failed test set raises after the others were saved: still show their table
-
     @staticmethod
     def _output_dir(trainer: L.Trainer) -> Path | None:
         """The run directory on rank 0 (None elsewhere). Every rank must call this: without an MLflow logger,
@@ -129,8 +111,7 @@ class RunArtifacts(L.Callback, ResultSink):
         results = list(outcome.results.values())
         RunResultsWriter(run_dir, mlflow_logger_of(trainer)).save_test(
             results, protocol=outcome.protocol, conventions=outcome.conventions, timing=self.timing)
-        self._to_print.append(format_results_table({r.name: r.evaluation.as_json() for r in results},
-                                                   run_dir=run_dir))
+        print(format_results_table({r.name: r.evaluation.as_json() for r in results}, run_dir=run_dir))
 
     def save_predictions(self, trainer: L.Trainer, predictions: dict[str, list[VideoScores]]) -> None:
         run_dir = self._output_dir(trainer)
@@ -139,4 +120,4 @@ class RunArtifacts(L.Callback, ResultSink):
         writer = RunResultsWriter(run_dir, mlflow_logger_of(trainer))
         for name, videos in predictions.items():
             path = writer.save_predictions(name, videos)
-            self._to_print.append(f"predictions for {name} ({len(videos)} videos): {path}")
+            print(f"predictions for {name} ({len(videos)} videos): {path}")

@@ -27,7 +27,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 MLFLOW_PARAM_LIMIT = 6000  # MLflow 3 accepts param values up to 6000 characters
 
 #: Experiment tag MLflow 3's UI reads to choose an experiment's page, and the value that opens the runs table
-#: ("custom model development"); without it the UI guesses GenAI and opens an empty traces overview.
+#: ("custom model development"; without it the UI guesses GenAI and opens an empty traces overview). MLflow 3.17's UI
+#: lets its "GenAI | Model training" switch (or ``?workflowType=machine_learning`` in the URL) decide instead: the
+#: README gives that URL. The tag stays right for both, and for any other client that reads it.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 

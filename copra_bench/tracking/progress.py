@@ -60,7 +60,8 @@ class _WindowTotals:
 
 class RichBarWithTotals(_WindowTotals, RichProgressBar):
     """Lightning's Rich bar with the dense loaders' totals. It also closes at the end of test and predict (Lightning's
-    closes at teardown), so the results table printed after the pass comes below the finished bar."""
+    closes at teardown): the results table, printed by the module's ``on_test_end`` after every callback's, then comes
+    below the finished bar instead of inside its live display."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_test_end(trainer, pl_module)
