@@ -42,6 +42,15 @@ def eval_batch_total(trainer: L.Trainer, stage: str, dataloader_idx: int | None)
                  world_size=trainer.world_size)
 
 
+def fit_batch_total(trainer: L.Trainer) -> int | float:
+    """Training batches of the whole fit: ``max_epochs`` epochs, or ``max_steps`` optimiser steps if that ends first."""
+    per_epoch = trainer.num_training_batches
+    epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
+    by_epochs = per_epoch * epochs if per_epoch and math.isfinite(per_epoch) else math.inf
+    steps = trainer.max_steps if trainer.max_steps not in (None, -1) else math.inf
+    return min(by_epochs, steps * trainer.accumulate_grad_batches)
+
+
 class _WindowTotals:
     """Mixin for a Lightning progress bar: the dense test/predict loaders' batch counts where Lightning has none."""
 
@@ -80,9 +89,10 @@ def _clock(seconds: float) -> str:
     return str(timedelta(seconds=int(seconds)))
 
 
-def progress_line(stage: str, done: int, total: int | float, elapsed: float) -> str:
-    """``fit epoch 0: 40/80 batches (50%), 2.10 batch/s, elapsed 0:00:19, ETA 0:00:19`` (no %/ETA without a total)."""
-    rate = done / elapsed if elapsed > 0 else 0.0
+def progress_line(stage: str, done: int, total: int | float, elapsed: float, first: int = 0) -> str:
+    """``fit epoch 3/40: 6/80 batches (8%), 2.10 batch/s, elapsed 0:00:02, ETA 0:00:35`` (no %/ETA without a total).
+    ``first``: batches already done when the clock started (a resumed fit), left out of the rate."""
+    rate = (done - first) / elapsed if elapsed > 0 else 0.0
     if math.isfinite(total) and total > 0:
         eta = _clock((total - done) / rate) if rate > 0 else "-:--:--"
         return (f"{stage}: {done}/{int(total)} batches ({100 * done / total:.0f}%), {rate:.2f} batch/s, "
@@ -108,8 +118,7 @@ class LineProgressBar(_WindowTotals, ProgressBar):
         self._total: int | float = math.inf
         self._done = 0
         self._started = self._printed_at = 0.0
-        self._printed_done = -1
-        self._paused: tuple[str | None, int | float, int, float] | None = None  # the epoch a validation interrupts
+        self._printed_done = self._first = 0
 
     def disable(self) -> None:
         self._enabled = False
@@ -119,7 +128,7 @@ class LineProgressBar(_WindowTotals, ProgressBar):
 
     def _begin(self, stage: str, total: int | float) -> None:
         self._finish()
-        self._stage, self._total, self._done, self._printed_done = stage, total, 0, -1
+        self._stage, self._total, self._done, self._first, self._printed_done = stage, total, 0, 0, -1
         self._started = self._printed_at = time.monotonic()
 
     def _advance(self, done: int) -> None:
@@ -136,7 +145,7 @@ class LineProgressBar(_WindowTotals, ProgressBar):
 
     def _print(self, now: float) -> None:
         if self._enabled and self._stage is not None:
-            print(progress_line(self._stage, self._done, self._total, now - self._started), flush=True)
+            print(progress_line(self._stage, self._done, self._total, now - self._started, self._first), flush=True)
         self._printed_at, self._printed_done = now, self._done
 
     def _eval_stage(self, trainer: L.Trainer, kind: str, dataloader_idx: int) -> str:
@@ -147,40 +156,38 @@ class LineProgressBar(_WindowTotals, ProgressBar):
         label = names[dataloader_idx] if len(names) == count else f"{dataloader_idx + 1}/{count}"
         return f"{kind} {label}" if count > 1 or names else kind
 
-    # fit
+    # fit: one stage over the whole fit (a line per epoch would flood a log: the main job has 40 epochs of 2 steps)
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._begin("fit", fit_batch_total(trainer))
+        self._done = self._first = trainer.fit_loop.total_batch_idx if trainer.global_step else 0
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs not in (None, -1) else ""
-        self._begin(f"fit epoch {trainer.current_epoch + 1}{epochs}", self.total_train_batches)
+        self._stage = f"fit epoch {trainer.current_epoch + 1}{epochs}"
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self._advance(batch_idx + 1)
+        self._advance(self._done + 1)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._finish()
 
-    # validation (inside fit, or the validate subcommand); the sanity check stays silent
+    # the validate subcommand (validation inside fit stays quiet: the fit line covers it)
     def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not trainer.sanity_checking and self.has_dataloader_changed(dataloader_idx):
-            in_fit = trainer.state.fn == "fit"
-            self._paused = (self._stage, self._total, self._done, self._started) if in_fit else None
-            self._stage = None
+        if trainer.state.fn == "validate" and self.has_dataloader_changed(dataloader_idx):
             self._begin(self._eval_stage(trainer, "validate", dataloader_idx),
                         self.total_val_batches_current_dataloader)
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not trainer.sanity_checking:
+        if trainer.state.fn == "validate":
             self._advance(batch_idx + 1)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
+        if trainer.state.fn == "validate":
             self._finish()
-            if self._paused is not None:  # back to the training epoch the validation interrupted
-                self._stage, self._total, self._done, self._started = self._paused
-                self._printed_done, self._paused = self._done, None
-        self.reset_dataloader_idx_tracker()
+            self.reset_dataloader_idx_tracker()
 
     # test and predict: one stage per test set
     def on_test_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int,
