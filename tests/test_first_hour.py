@@ -115,3 +115,12 @@ def test_dense_test_loader_knows_its_batch_count(num_workers, small_world):
         # two DDP ranks together read every window once
         per_rank = [dataset.num_batches(3, num_workers=num_workers, rank=r, world_size=2) for r in (0, 1)]
         assert sum(per_rank) >= math.ceil(dataset.num_windows() / 3) and all(n > 0 for n in per_rank)
+
+
+def test_fit_total_counts_every_epoch_or_the_step_limit():
+    trainer = SimpleNamespace(num_training_batches=2, max_epochs=40, max_steps=-1, accumulate_grad_batches=1)
+    assert progress.fit_batch_total(trainer) == 80  # the main job: 40 epochs of 2 batches
+    assert progress.fit_batch_total(SimpleNamespace(**{**vars(trainer), "max_steps": 30})) == 30
+    assert progress.fit_batch_total(SimpleNamespace(**{**vars(trainer), "max_steps": 30,
+                                                       "accumulate_grad_batches": 2})) == 60
+    assert progress.fit_batch_total(SimpleNamespace(**{**vars(trainer), "max_epochs": -1})) == math.inf

@@ -4,7 +4,7 @@
 
 * a terminal: Lightning's Rich bar (its tqdm bar without ``rich``) with n/total, elapsed • remaining and speed;
 * anything else (a file, a pipe, a sweep's log, CI): :class:`LineProgressBar`, one plain line every ``interval_s``
-  seconds and one when a stage ends (a Rich bar writes nothing to a file until the run ends).
+  seconds and one when a stage (the whole fit, one test set) ends (a Rich bar writes nothing useful to a file).
 
 The dense test/predict loaders stream an ``IterableDataset`` with no length (see ``WindowDataset``), so Lightning knows
 no batch count for them; :func:`eval_batch_total` asks the dataset for the batches this rank's loader will yield, and
@@ -102,7 +102,8 @@ def progress_line(stage: str, done: int, total: int | float, elapsed: float, fir
 
 class LineProgressBar(_WindowTotals, ProgressBar):
     """Progress as plain lines, for output that is not a terminal: one line per stage at most every ``interval_s``
-    seconds, and always one when the stage (an epoch, a validation pass, one test set) ends.
+    seconds, and always one when the stage ends. The stages: the whole fit (labelled with the current epoch; its
+    validation passes stay quiet), each validation set of ``validate``, each test set of ``test`` and ``predict``.
 
     Args:
         interval_s: Seconds between two lines of the same stage.
