@@ -131,6 +131,19 @@ class WindowDataset(IterableDataset):
         """Windows of all videos (over all readers)."""
         return sum(num_windows(r.num_frames, stride=self.spec.stride) for r in self.records)
 
+    def num_batches(self, batch_size: int, *, num_workers: int = 0, rank: int = 0, world_size: int = 1) -> int:
+        """Batches one DDP rank's DataLoader yields in a pass, for progress bars (Lightning is not told a length, see
+        above): the videos are dealt to the readers as in :meth:`__iter__`, and each reader (a worker, or the main
+        process with ``num_workers=0``) ends on its own partial batch."""
+        workers = max(1, num_workers)
+        readers = world_size * workers
+        total = 0
+        for reader in range(rank * workers, (rank + 1) * workers):
+            windows = sum(num_windows(self.records[i].num_frames, stride=self.spec.stride)
+                          for i in range(reader, len(self.records), readers))
+            total += -(-windows // batch_size)
+        return total
+
     def condition_units(self, record: VideoRecord) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """Per window, the key of its conditioning unit; per key, the K frame indices of that unit."""
         centres = np.arange(num_windows(record.num_frames, stride=self.spec.stride)) * self.spec.stride

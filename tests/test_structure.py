@@ -129,7 +129,7 @@ def test_the_graph_sees_relative_mapped_and_local_imports() -> None:
     graph = import_graph()
     assert "copra_bench.datamodules.base" in graph and "copra_bench.baselines" in graph
     # a module-level absolute import of a mapped folder, and the package's own error module
-    assert any(dep.startswith("copra_bench.datamodules") for dep in graph["copra_bench.cli"])
+    assert any(dep.startswith("copra_bench.datamodules") for dep in graph["copra_bench.lightning_cli"])
     assert all(deps <= set(graph) for deps in graph.values())
 
 

@@ -72,3 +72,24 @@ def test_run_settings_are_public_and_fixed_once_the_run_exists(tmp_path):
 def test_tracking_uri_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert MLFlowLogger().tracking_uri == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+
+
+def test_experiment_opens_on_its_runs_in_the_mlflow_ui(tmp_path):
+    """MLflow 3's UI opens an experiment without ``mlflow.experimentKind`` on an empty GenAI traces page."""
+    from mlflow.tracking import MlflowClient
+
+    from copra_bench.tracking.logger import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    logger = MLFlowLogger(experiment_name="fresh", tracking_uri=uri, local_dir=str(tmp_path / "outputs"), run_name="r")
+    logger.start()
+    logger.log_metrics({"test/a/auc": 0.75}, step=0)
+    client = MlflowClient(uri)
+    run = client.get_run(logger.run_id)
+    assert client.get_experiment(run.info.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert EXPERIMENT_KIND == "custom_model_development"
+    # an experiment that already says what it is keeps it
+    kept = client.create_experiment("genai", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    other = MLFlowLogger(experiment_name="genai", tracking_uri=uri, local_dir=str(tmp_path / "outputs"), run_name="r")
+    other.start()
+    assert client.get_experiment(kept).tags[EXPERIMENT_KIND_TAG] == "genai_development"

@@ -26,6 +26,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 MLFLOW_PARAM_LIMIT = 6000  # MLflow 3 accepts param values up to 6000 characters
 
+#: Experiment tag MLflow 3's UI reads to choose an experiment's page, and the value that opens the runs table
+#: ("custom model development"; without it the UI guesses GenAI and opens an empty traces overview). MLflow 3.17's UI
+#: lets its "GenAI | Model training" switch (or ``?workflowType=machine_learning`` in the URL) decide instead: the
+#: README gives that URL. The tag stays right for both, and for any other client that reads it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
 
 def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
     """Fail fast with a clear message if ``uri`` cannot be used as an MLflow tracking store."""
@@ -88,10 +95,25 @@ class MLFlowLogger(_LightningMLFlowLogger):
         self.local_dir = Path(local_dir)
         self._upload_failed = False
         self._requested_run_id = run_id
+        self._kind_checked = False
 
     # Lightning's MLFlowLogger keeps these settings in private attributes and reads them when it creates the run (in
     # ``experiment``). The properties below are the project's only access to them, so the rest of the code depends on
     # this class's public interface, not on Lightning's internals.
+
+    @property
+    def experiment(self) -> Any:
+        """Lightning's MLflow client; the first access also marks the experiment as a model-development one
+        (:data:`EXPERIMENT_KIND_TAG`), unless it already says what it is, so the MLflow UI opens on its runs."""
+        client = super().experiment
+        if not self._kind_checked and self._experiment_id is not None:
+            self._kind_checked = True
+            self._guard("set_experiment_tag", self._tag_experiment_kind, client)
+        return client
+
+    def _tag_experiment_kind(self, client: Any) -> None:
+        if EXPERIMENT_KIND_TAG not in client.get_experiment(self._experiment_id).tags:
+            client.set_experiment_tag(self._experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
     @property
     def tracking_uri(self) -> str:
