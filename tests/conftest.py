@@ -35,6 +35,17 @@ SMALL_WORLD = dict(num_train_normal=3, num_train_abnormal=3, num_test_normal=2, 
                    min_seconds=4.0, max_seconds=6.0, video_size=48)
 
 
+def small_cross_domain(cache_dir, **overrides) -> dict:
+    """The data config of a small cross-domain run (synthetic domain A -> B, SMALL_WORLD sizes), as a ``--data`` file
+    holds it; ``overrides`` set the CrossDomainDataModule's own arguments."""
+    member = {**SMALL_WORLD, "cache_dir": str(cache_dir)}
+    synthetic = "copra_bench.datamodules.SyntheticUCFCrimeDataModule"
+    return {"class_path": "copra_bench.datamodules.CrossDomainDataModule",
+            "init_args": {"source": {"class_path": synthetic, "init_args": {"domain": "A", **member}},
+                          "target": {"class_path": synthetic, "init_args": {"domain": "B", **member}},
+                          "window_seconds": 2.0, "batch_size": 8, "val_fraction": 0.34, **overrides}}
+
+
 @pytest.fixture(scope="session")
 def synth_cache(tmp_path_factory) -> Path:
     """One cache of small synthetic worlds for the whole session (domains A and B generated on first use)."""

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from copra_bench.cli import main
 from copra_bench.report.document import MAX_MD_CELL
 
-from .conftest import REPO, SMALL_WORLD
+from .conftest import REPO, small_cross_domain
 
 METHODS = ("copra", "frozen", "prompt_tuning", "lora_sft", "lora_grpo")
 TRAINED = {"epochs": "1"}
@@ -69,14 +69,7 @@ def _fit(common: list[str], method: str) -> None:
 @pytest.mark.slow
 def test_five_method_report_from_real_runs(tmp_path, monkeypatch, synth_cache):
     monkeypatch.chdir(tmp_path)
-    member = {**SMALL_WORLD, "cache_dir": str(synth_cache)}
-    data = {"class_path": "copra_bench.datamodules.CrossDomainDataModule",
-            "init_args": {"source": {"class_path": "copra_bench.datamodules.SyntheticUCFCrimeDataModule",
-                                     "init_args": {"domain": "A", **member}},
-                          "target": {"class_path": "copra_bench.datamodules.SyntheticUCFCrimeDataModule",
-                                     "init_args": {"domain": "B", **member}},
-                          "window_seconds": 2.0, "frames_per_window": 2, "batch_size": 8, "val_fraction": 0.34,
-                          "frame_size": None}}
+    data = small_cross_domain(synth_cache, frames_per_window=2, frame_size=None)
     (tmp_path / "data.yaml").write_text(yaml.safe_dump(data))
     common = ["--config", str(REPO / "configs" / "cross_domain.yaml"), "--data", str(tmp_path / "data.yaml"),
               "--trainer.logger.init_args.experiment_name", "five", "--model.init_args.bootstrap_samples", "30",

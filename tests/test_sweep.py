@@ -23,7 +23,7 @@ from copra_bench.run_identity import HASH_EXCLUDED, HASH_EXCLUDED_FIT, config_ha
 from copra_bench.sweep.resolve import build_parser, parse_run
 from copra_bench.sweep.spec import SweepError, SweepSpec
 
-from .conftest import REPO, SMALL_WORLD
+from .conftest import REPO, small_cross_domain
 
 SWEEPS = REPO / "configs" / "sweeps"
 MAIN = str(REPO / "configs" / "cross_domain.yaml")
@@ -281,13 +281,7 @@ def test_small_sweep_interrupted_resumed_and_reported(tmp_path, monkeypatch, syn
     """Three frozen-model runs (nothing to train) on a tiny synthetic world: kill the sweep during its second run, resume it two at a
     time, rerun it (nothing left), then build the report and find every run in the HTML."""
     monkeypatch.chdir(tmp_path)
-    member = {**SMALL_WORLD, "cache_dir": str(synth_cache)}
-    data = {"class_path": "copra_bench.datamodules.CrossDomainDataModule",
-            "init_args": {"source": {"class_path": "copra_bench.datamodules.SyntheticUCFCrimeDataModule",
-                                     "init_args": {"domain": "A", **member}},
-                          "target": {"class_path": "copra_bench.datamodules.SyntheticUCFCrimeDataModule",
-                                     "init_args": {"domain": "B", **member}},
-                          "window_seconds": 2.0, "frames_per_window": 4, "batch_size": 8, "val_fraction": 0.34}}
+    data = small_cross_domain(synth_cache, frames_per_window=4)
     (tmp_path / "data.yaml").write_text(yaml.safe_dump(data))
     path = _spec(tmp_path, {"seed_everything": [0, 1, 2]}, set={
         "model": str(REPO / "configs" / "model" / "frozen_tiny.yaml"), "data": str(tmp_path / "data.yaml"),
