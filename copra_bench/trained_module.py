@@ -49,8 +49,11 @@ class TrainedModule(BenchModule):
     def __init__(self, *, lr: float = 1e-4, weight_decay: float = 0.0, grad_clip: float = 1.0,
                  warmup_steps: int = 0, epochs: int = 1, **kwargs: Any) -> None:
         # Checked before the backbone loads (minutes for a 7B checkpoint).
-        if not lr > 0:
-            raise CopraError(f"model.lr must be > 0, got {lr}")
+        if not (lr > 0 and math.isfinite(lr)):  # 1e999 parses as inf and would train straight into NaN
+            raise CopraError(f"model.lr must be a finite number > 0, got {lr}")
+        if not (grad_clip >= 0 and math.isfinite(grad_clip)) or not (weight_decay >= 0 and math.isfinite(weight_decay)):
+            raise CopraError(f"model.grad_clip and model.weight_decay must be finite and >= 0, got {grad_clip} and "
+                             f"{weight_decay}")
         if epochs < 0 or warmup_steps < 0:
             raise CopraError(f"model.epochs and model.warmup_steps must be >= 0, got {epochs} and {warmup_steps}")
         super().__init__(**kwargs)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from copra_bench.errors import DataError
+
 
 @dataclass
 class VideoRecord:
@@ -65,3 +67,34 @@ def intervals_to_gt(intervals: list[tuple[int, int]], num_frames: int, *, end_in
                           f"frames; clipped to the video", stacklevel=2)
         gt[max(start, 0):min(stop, num_frames)] = 1
     return gt
+
+
+class OncePerVideo:
+    """The rule for a list file where each video may appear once (split lists, annotation files).
+
+    A video's second line is dropped with a warning when it repeats the first exactly (after whitespace), and is an
+    error naming the file, both lines and what to do when it differs: a video listed twice would be counted twice,
+    and two differing annotations would leave one of them silently in force.
+    """
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+        self._first: dict[str, tuple[int, str]] = {}
+        self.dropped = 0
+
+    def first(self, video: str, number: int, line: str) -> bool:
+        """True for the first line of ``video``; False for an exact repeat (dropped)."""
+        text = " ".join(line.split())
+        if video not in self._first:
+            self._first[video] = (number, text)
+            return True
+        first_number, first_text = self._first[video]
+        if text != first_text:
+            raise DataError(
+                f"{self.path}: {video} has two differing {self.what} entries, line {first_number} {first_text!r} and "
+                f"line {number} {text!r}; keep the one that is right and delete the other (a video may be listed "
+                "once)")
+        self.dropped += 1
+        warnings.warn(f"{self.path}, line {number}: repeats line {first_number} ({video}) exactly; the repeat is "
+                      "dropped", stacklevel=3)
+        return False

@@ -30,7 +30,7 @@ import numpy as np
 from copra_bench.datamodules.annotations import shipped
 from copra_bench.datamodules.annotations.compare import compare_files, compare_masks
 from copra_bench.datamodules.base import Split
-from copra_bench.datamodules.records import VideoRecord
+from copra_bench.datamodules.records import OncePerVideo, VideoRecord
 from copra_bench.datamodules.release import ReleaseDataModule, SplitListing, index_sources
 from copra_bench.errors import DataError
 
@@ -54,6 +54,7 @@ def _name_key(line: str) -> tuple[str, object] | None:
 def parse_split_list(path: Path) -> list[str]:
     """Video names of ``SH_Train.txt`` / ``SH_Test.txt``; a malformed line is an error naming file and line."""
     names = []
+    once = OncePerVideo(path, "split-list")
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         name = line.strip()
         if not name:
@@ -62,7 +63,8 @@ def parse_split_list(path: Path) -> list[str]:
         if not (TEST_PART_NAME.match(name) or TRAIN_PART_NAME.match(name)):
             raise DataError(f"{path}, line {number}: expected a ShanghaiTech name like 01_0014 or 01_001, "
                             f"got {line.strip()!r}")
-        names.append(name)
+        if once.first(name, number, line):
+            names.append(name)
     return names
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from copra_bench.datamodules.annotations import shipped
 from copra_bench.datamodules.annotations.compare import compare_files
 from copra_bench.datamodules.base import Split
-from copra_bench.datamodules.records import VideoRecord, intervals_to_gt
+from copra_bench.datamodules.records import OncePerVideo, VideoRecord, intervals_to_gt
 from copra_bench.datamodules.release import ReleaseDataModule, SplitListing
 from copra_bench.errors import DataError
 
@@ -53,6 +53,7 @@ def video_stem(name: str) -> str:
 def parse_split(path: Path) -> list[tuple[str, str]]:
     """``(stem, class)`` for every line of an official split list (``Abuse/Abuse001_x264.mp4``)."""
     entries = []
+    once = OncePerVideo(path, "split-list")
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.strip()
         if not line:
@@ -64,7 +65,8 @@ def parse_split(path: Path) -> list[tuple[str, str]]:
         video_class = "Normal" if (top in NORMAL_FOLDERS or file.startswith("Normal_Videos")) else top
         if video_class != "Normal" and video_class not in UCF_CLASSES:
             raise DataError(f"{path}, line {number}: unknown UCF-Crime class {top!r} in {line!r}")
-        entries.append((video_stem(file), video_class))
+        if once.first(video_stem(file), number, line):
+            entries.append((video_stem(file), video_class))
     return entries
 
 
@@ -101,6 +103,7 @@ def parse_temporal_annotation(path: Path) -> dict[str, tuple[str, list[tuple[int
     Accepts names with or without ``.mp4`` and any whitespace between fields.
     """
     table: dict[str, tuple[str, list[tuple[int, int]]]] = {}
+    once = OncePerVideo(path, "temporal-annotation")
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -119,7 +122,8 @@ def parse_temporal_annotation(path: Path) -> dict[str, tuple[str, list[tuple[int
             if start < 0 or end < start:
                 raise DataError(f"{path}, line {number}: invalid interval ({start}, {end}) in {line.strip()!r}")
             events.append((start, end))
-        table[video_stem(fields[0])] = (fields[1], events)
+        if once.first(video_stem(fields[0]), number, line):
+            table[video_stem(fields[0])] = (fields[1], events)
     return table
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from copra_bench.datamodules.annotations import shipped
 from copra_bench.datamodules.annotations.compare import compare_files
 from copra_bench.datamodules.base import Split
-from copra_bench.datamodules.records import VideoRecord, intervals_to_gt
+from copra_bench.datamodules.records import OncePerVideo, VideoRecord, intervals_to_gt
 from copra_bench.datamodules.release import ReleaseDataModule, SplitListing, index_sources
 from copra_bench.errors import DataError
 
@@ -76,6 +76,7 @@ def parse_annotations(path: Path) -> dict[str, list[tuple[int, int]]]:
     """``{stem: [(start, end), ...]}`` from ``annotations.txt`` (``name s1 e1 [s2 e2 ...]``, names with or without
     ``.mp4``). A malformed line is an error naming the file and line number."""
     table: dict[str, list[tuple[int, int]]] = {}
+    once = OncePerVideo(path, "annotation")
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -90,10 +91,8 @@ def parse_annotations(path: Path) -> dict[str, list[tuple[int, int]]]:
         events = list(zip(bounds[0::2], bounds[1::2], strict=True))
         if any(s < 0 or e < s for s, e in events):
             raise DataError(f"{path}, line {number}: invalid interval in {line.strip()!r}")
-        stem = xd_stem(fields[0])
-        if stem in table:
-            raise DataError(f"{path}, line {number}: {stem} is annotated twice")
-        table[stem] = events
+        if once.first(xd_stem(fields[0]), number, line):
+            table[xd_stem(fields[0])] = events
     return table
 
 

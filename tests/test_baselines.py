@@ -207,6 +207,10 @@ def test_a_method_config_runs_from_the_command_line(capsys):
     ("prompt_tuning_tiny", "num_virtual_tokens", "0", "num_virtual_tokens must be >= 1"),
     ("lora_sft_tiny", "target_modules", "[q, qkv]", "unknown LoRA targets ['qkv']"),
     ("lora_grpo_tiny", "loss_type", "ppo", "loss_type"),
+    ("lora_sft_tiny", "lr", "1e999", "model.lr must be a finite number > 0, got inf"),
+    ("copra_tiny", "lr", "1e999", "model.lr must be a finite number > 0, got inf"),
+    ("prompt_tuning_tiny", "lr", "-0.001", "model.lr must be a finite number > 0"),
+    ("lora_sft_tiny", "grad_clip", "1e999", "model.grad_clip and model.weight_decay must be finite"),
 ])
 def test_incompatible_options_fail_before_anything_runs(tmp_path, monkeypatch, capsys, model, option, value, message):
     from copra_bench.cli import main
