@@ -4,6 +4,7 @@ store, the gpu marker. No test reads anything outside the repository."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,13 @@ def small_world(synth_cache) -> dict:
     """Constructor arguments of a small SyntheticUCFCrimeDataModule (pass domain=...)."""
     return dict(SMALL_WORLD, cache_dir=str(synth_cache), window_seconds=2.0, frames_per_window=4, batch_size=4,
                 val_fraction=0.34)
+
+
+def copy_synthetic_ucf(small_world: dict, dest: Path) -> Path:
+    """A writable copy at ``dest`` of the small synthetic UCF-Crime release (domain A), for tests that break it."""
+    from copra_bench.datamodules import SyntheticUCFCrimeDataModule
+
+    source = SyntheticUCFCrimeDataModule(domain="A", **small_world)
+    source.prepare_data()
+    shutil.copytree(source.root, dest)
+    return dest

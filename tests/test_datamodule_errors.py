@@ -17,6 +17,8 @@ from copra_bench.datamodules.video_io import read_frames
 from copra_bench.errors import DataError
 from copra_bench.windows import num_windows
 
+from .conftest import copy_synthetic_ucf
+
 
 def test_missing_root_names_path_and_how_to_fix(tmp_path):
     with pytest.raises(DataError, match=r"nowhere.*does not exist.*data synth"):
@@ -24,12 +26,8 @@ def test_missing_root_names_path_and_how_to_fix(tmp_path):
 
 
 def test_missing_and_corrupt_videos_are_all_listed(small_world, tmp_path):
-    import shutil
 
-    dm = SyntheticUCFCrimeDataModule(domain="A", **small_world)
-    dm.prepare_data()
-    copy = tmp_path / "ucf"
-    shutil.copytree(dm.root, copy)
+    copy = copy_synthetic_ucf(small_world, tmp_path / "ucf")
     train = sorted((copy / "Training_Normal_Videos_Anomaly").glob("*.mp4"))
     train[0].unlink()
     train[1].write_bytes(b"not a video at all")
@@ -42,12 +40,8 @@ def test_missing_and_corrupt_videos_are_all_listed(small_world, tmp_path):
 
 
 def test_truncated_video_fails_naming_the_file(small_world, tmp_path):
-    import shutil
 
-    dm = SyntheticUCFCrimeDataModule(domain="A", **small_world)
-    dm.prepare_data()
-    copy = tmp_path / "ucf"
-    shutil.copytree(dm.root, copy)
+    copy = copy_synthetic_ucf(small_world, tmp_path / "ucf")
     victim = sorted((copy / "Testing_Normal_Videos_Anomaly").glob("*.mp4"))[0]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
@@ -61,12 +55,8 @@ def test_truncated_video_fails_naming_the_file(small_world, tmp_path):
 
 
 def test_empty_split_is_an_error(small_world, tmp_path):
-    import shutil
 
-    dm = SyntheticUCFCrimeDataModule(domain="A", **small_world)
-    dm.prepare_data()
-    copy = tmp_path / "ucf"
-    shutil.copytree(dm.root, copy)
+    copy = copy_synthetic_ucf(small_world, tmp_path / "ucf")
     (copy / "Anomaly_Detection_splits" / "Anomaly_Test.txt").write_text("\n")
     with pytest.raises(DataError, match="test split is empty"):
         UCFCrimeDataModule(root=str(copy), annotations="release").load_split("test")

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from copra_bench.cli import main
-from copra_bench.datamodules import SyntheticShanghaiTechDataModule, SyntheticUCFCrimeDataModule
+from copra_bench.datamodules import SyntheticShanghaiTechDataModule
 from copra_bench.datamodules.doctor import inspect_datamodule
 from copra_bench.datamodules.synthetic import SyntheticSpec, ensure_synthetic
 
-from .conftest import SMALL_WORLD
+from .conftest import SMALL_WORLD, copy_synthetic_ucf
 
 # The small world of the other data tests (same cache entries in a full run).
 SPEC = SyntheticSpec(num_train_normal=3, num_train_abnormal=3, num_test_normal=2, num_test_abnormal=2, fps=8,
@@ -112,10 +112,7 @@ def test_experiment_config_and_cross_domain_protocol(small_world, tmp_path, caps
 
 
 def test_deep_check_finds_a_truncated_video(small_world, tmp_path):
-    dm = SyntheticUCFCrimeDataModule(domain="A", **small_world)
-    dm.prepare_data()
-    root = tmp_path / "ucf"
-    shutil.copytree(dm.root, root)
+    root = copy_synthetic_ucf(small_world, tmp_path / "ucf")
     victim = min((root / "Testing_Normal_Videos_Anomaly").glob("*.mp4"))
     data = victim.read_bytes()
     victim.write_bytes(data[: int(len(data) * 0.6)])
