@@ -23,6 +23,7 @@ from copra_bench.evaluation.postprocess import (
     top_n_of,
 )
 from copra_bench.evaluation.protocol import evaluate_test_set
+from copra_bench.evaluation.recipes import PROTOCOLS
 from copra_bench.windows import window_to_frame_scores
 
 EXACT = PostprocessParams(similarity_dtype="float64")
@@ -118,14 +119,14 @@ def test_vera_code_preset_reproduces_vera_scripts(dataset, n_frames):
     n_windows = -(-n_frames // 16)
     scores = rng.random(n_windows)
     features = rng.normal(size=(n_windows, 32))
-    _, params = resolve_preset("vera_code", dataset)
+    params = PROTOCOLS["vera_code"][dataset][1].params  # the AP recipe: compute_AP_XD_Violence.py on XD
     steps = three_steps(scores, features, n_frames, 16, replace(params, similarity_dtype="float64"))
     np.testing.assert_allclose(steps["step3"], _vera_script(scores, features, n_frames, dataset), atol=1e-9)
     np.testing.assert_allclose(steps["step1"], window_to_frame_scores(scores, n_frames, stride=16))
 
 
 def test_presets_follow_the_protocol_doc():
-    code_ucf, code_xd = PRESETS["vera_code"]["ucf_crime"], PRESETS["vera_code"]["xd_violence"]
+    code_ucf, code_xd = PRESETS["vera_code"]["ucf_crime"], PROTOCOLS["vera_code"]["xd_violence"][1].params
     paper_ucf, paper_xd = PRESETS["vera_paper"]["ucf_crime"], PRESETS["vera_paper"]["xd_violence"]
     # the released code: 0.15 h and x10 for both datasets, kernel 15 / 10, position weighting in the UCF script
     for p in (code_ucf, code_xd):

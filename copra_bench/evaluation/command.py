@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +32,7 @@ from copra_bench.evaluation.assembly import load_meta, load_scores
 from copra_bench.evaluation.evaluator import TestSetResult
 from copra_bench.evaluation.postprocess import DATASET_FAMILIES, DEFAULT_PRESET, PRESETS
 from copra_bench.evaluation.protocol import EvaluationSettings, evaluate_test_set, protocol_params
+from copra_bench.evaluation.recipes import forced_family
 from copra_bench.tracking import (
     AttachedRun,
     RunResultsWriter,
@@ -44,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m copra_bench evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="MLflow run id, run directory, or scores .npz file")
     parser.add_argument("--postprocess", help=f"preset: {', '.join(PRESETS)} (default: the run's own, else "
-                                              f"{DEFAULT_PRESET}); '<preset>:<dataset>' forces a dataset's parameters")
+                                              f"{DEFAULT_PRESET}); '<preset>:<dataset>' forces a dataset's parameters, "
+                                              "',key=value' adds options (docs/evaluation.md)")
     parser.add_argument("--bootstrap-samples", type=int, help="bootstrap replicates (default: the run's, else 1000)")
     parser.add_argument("--bootstrap-seed", type=int, help="bootstrap seed (default: the run's, else 0)")
     parser.add_argument("--stride", type=int, help="window stride, for scores files that do not record it")
@@ -71,7 +74,7 @@ def _family_of(path: Path, meta: dict, settings: EvaluationSettings, family: str
     """The test set's dataset family: recorded in the file, else ``--dataset``, else the family the preset forces."""
     if "dataset_family" in meta:
         return str(meta["dataset_family"])
-    forced = settings.postprocess.partition(":")[2]
+    forced = forced_family(settings.postprocess)
     if family or forced:
         return family or forced
     raise EvaluationError(f"{path} does not record its dataset family (written before it was saved); pass --dataset "
@@ -144,7 +147,7 @@ def _evaluate_run_id(run_id: str, args: argparse.Namespace) -> tuple[list, Evalu
         results = evaluate_files(files, settings, stride=args.stride, family=args.dataset)
         protocol = _protocol(recorded, results, settings)
         target = _target_run(client, run, settings)
-        preset = settings.postprocess.replace(":", "_")
+        preset = re.sub(r"[^A-Za-z0-9_.-]+", "_", settings.postprocess)
         writer = RunResultsWriter(Path(tmp) / "evaluate" / preset, target, artifact_root=f"evaluate/{preset}")
         writer.log_metrics(results)
         writer.save_test(results, protocol=protocol, with_scores=False)

@@ -9,7 +9,8 @@ one O(n) pass over the sorted arrays, with ties handled the way sklearn handles 
   VadCLIP).
 * ``ap_trapz``: trapezoid area under the precision-recall points of ``precision_recall_curve`` including its final
   point (recall 0, precision 1) (sklearn ``auc(recall, precision)``; XDVioDet, RTFM, UR-DMU, LAVAD, VERA).
-* ``far``: share of the frames of normal videos scored ``>= threshold`` (0.5).
+* ``far``: share of the frames of normal videos scored ``>= threshold`` (0.5); ``>`` and a per-video mean
+  are options.
 
 A metric that has no value on the data (one class only) is :data:`UNDEFINED` (NaN) plus a reason, never 0.5.
 """
@@ -173,11 +174,31 @@ def per_video_auc(frames: SortedFrames, num_videos: int) -> np.ndarray:
         return np.where((p > 0) & (n > 0), area / (p * n), np.nan)
 
 
-def false_alarm_rate(frames: SortedFrames, threshold: float = 0.5) -> float:
-    """Share of frames scored ``>= threshold`` (call it on the frames of normal videos)."""
+def false_alarm_rate(frames: SortedFrames, threshold: float = 0.5, *, compare: str = ">=",
+                     unit: str = "frames") -> float:
+    """Share of frames scored ``>= threshold`` (or ``>``: MIST/S3R-style code); call it on the frames of normal
+    videos. ``unit="frames"`` pools every frame; ``"videos"`` averages the rate of each video."""
     if frames.scores.size == 0:
         return UNDEFINED
-    return float(np.count_nonzero(frames.scores >= threshold) / frames.scores.size)
+    if compare not in (">=", ">"):
+        raise ValueError(f"FAR comparison must be '>=' or '>', got {compare!r}")
+    alarm = frames.scores >= threshold if compare == ">=" else frames.scores > threshold
+    if unit == "frames":
+        return float(np.count_nonzero(alarm) / frames.scores.size)
+    if unit != "videos":
+        raise ValueError(f"FAR unit must be 'frames' or 'videos', got {unit!r}")
+    present, video = np.unique(frames.video, return_inverse=True)
+    rates = np.bincount(video, weights=alarm) / np.bincount(video)
+    return float(rates.mean()) if present.size else UNDEFINED
+
+
+def padded(frames: SortedFrames, num_videos: int) -> SortedFrames:
+    """The frames plus, per video, one normal frame scored 0 and one anomalous frame scored 1 (UBnormal's macro
+    AUC: ``roc_auc_score(concatenate(([0], gt, [1])), concatenate(([0], pred, [1])))`` per video)."""
+    videos = np.arange(num_videos, dtype=np.int64)
+    scores = np.concatenate([frames.scores, np.zeros(num_videos), np.ones(num_videos)])
+    labels = np.concatenate([frames.labels, np.zeros(num_videos, np.int64), np.ones(num_videos, np.int64)])
+    return SortedFrames.build(scores, labels, np.concatenate([frames.video, videos, videos]))
 
 
 def video_auc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -6,102 +6,77 @@
 * Step 3: Gaussian smoothing of the Step 2 window scores (``np.convolve(mode="same")`` with a normalised kernel),
   spread to frames, then whole-video position weighting ``exp(-0.5 ((i - c) / s)^2)``, ``c = s = int(n_frames / 2)``.
 
-VERA's released code and its paper text differ, so both are presets (:data:`PRESETS`), chosen per dataset:
+VERA's released code and its paper text differ; the presets (:mod:`copra_bench.evaluation.recipes`) set:
 
 ============================  ==========================================  ===========================================
-parameter                     ``vera_code`` (compute_auc.py / ..._XD.py)  ``vera_paper``
+parameter                     ``vera_code`` (VERA's three scripts)        ``vera_paper``
 ============================  ==========================================  ===========================================
 fraction (top_n / windows)    0.15 (UCF and XD)                           0.10 UCF, 0.15 XD
 temperature                   10                                          10
 top_n rounds to 0             all windows (``argsort(...)[:, -0:]``)      1 window
+all windows vote up to        XD AUC script: 10 windows; XD AP: 4         -
 kernel size / sigma           15 / 10                                     15 / 10 UCF, 30 / 30 XD
 kernel grid                   ``linspace(-size//2, size//2, size)``       centred ``arange(size) - (size - 1) / 2``
 videos shorter than kernel    numpy's ``same`` output, first n            centred like longer videos
-window scores after smoothing rounded to 0.1 (UCF)                        kept
-position weighting            UCF only                                    every dataset
-frame scores                  XD: sigmoid, then rounded to 0.1            kept
+window scores after smoothing rounded to 0.1 (UCF, XD AUC)                kept
+position weighting            UCF, XD AUC                                 every dataset
+frame scores                  XD AP: sigmoid, then rounded to 0.1         kept
 ============================  ==========================================  ===========================================
 
 ShanghaiTech, the synthetic world and unknown datasets use the UCF-Crime parameters (single-camera surveillance).
 Which dataset a test set is comes from the DataModule that made it (``TestSet.family``), never from its name.
-Everything is numpy, vectorised per video; similarities are float32 (as VERA's numpy code), the rest float64.
+Everything is numpy, vectorised per video; similarities are float32 (as VERA's numpy code), the rest float64 unless
+``normalise_dtype="float32"`` (VERA's float32 path: normalisation and softmax in float32 as well). Ties at the top-n
+cut go to the higher window index (deterministic); VERA's ``np.argsort`` is numpy's unstable quicksort, whose
+choice among exactly equal similarities depends on the numpy version.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-
 import numpy as np
 
 from copra_bench.errors import EvaluationError
+from copra_bench.evaluation.recipes import (  # noqa: F401  (re-exported: the names callers import from here)
+    DATASET_FAMILIES,
+    DEFAULT_PRESET,
+    PROTOCOLS,
+    PostprocessParams,
+    resolve_protocol,
+)
 from copra_bench.windows import window_to_frame_scores
 
 STEPS = ("step1", "step2", "step3")
-DATASET_FAMILIES = ("ucf_crime", "xd_violence", "shanghaitech", "synthetic", "generic")
-DEFAULT_PRESET = "vera_code"
 #: Rows of the similarity matrix computed at once (bounds memory for hour-long videos).
 ROW_BLOCK = 1024
 
-
-@dataclass(frozen=True)
-class PostprocessParams:
-    """Parameters of Steps 2 and 3 (see the module docstring for what each preset uses)."""
-
-    fraction: float = 0.15
-    temperature: float = 10.0
-    top_n_zero: str = "all"              # what int(fraction * n) == 0 means: "all" windows or "one"
-    kernel_size: int = 15
-    kernel_sigma: float = 10.0
-    kernel_grid: str = "vera"            # "vera": linspace(-size//2, size//2, size); "centred"
-    short_video: str = "numpy_same"      # videos with fewer windows than the kernel: "numpy_same" or "centred"
-    round_window_decimals: int | None = None
-    position_weighting: bool = True
-    sigmoid: bool = False
-    round_frame_decimals: int | None = None
-    similarity_dtype: str = "float32"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-_UCF_CODE = PostprocessParams(round_window_decimals=1)
-_XD_CODE = PostprocessParams(position_weighting=False, sigmoid=True, round_frame_decimals=1)
-_UCF_PAPER = PostprocessParams(fraction=0.10, top_n_zero="one", kernel_grid="centred", short_video="centred")
-_XD_PAPER = replace(_UCF_PAPER, fraction=0.15, kernel_size=30, kernel_sigma=30.0)
-
+#: ``{preset: {family: params}}``: the Steps 2-3 parameters of each preset's AUC recipe (the frame scores a run saves
+#: and plots); :data:`~copra_bench.evaluation.recipes.PROTOCOLS` has both recipes of every preset.
 PRESETS: dict[str, dict[str, PostprocessParams]] = {
-    "vera_code": {"ucf_crime": _UCF_CODE, "xd_violence": _XD_CODE, "shanghaitech": _UCF_CODE,
-                  "synthetic": _UCF_CODE, "generic": _UCF_CODE},
-    "vera_paper": {"ucf_crime": _UCF_PAPER, "xd_violence": _XD_PAPER, "shanghaitech": _UCF_PAPER,
-                   "synthetic": _UCF_PAPER, "generic": _UCF_PAPER},
-}
+    name: {family: recipes[0].params for family, recipes in table.items()} for name, table in PROTOCOLS.items()}
 
 
 def resolve_preset(preset: str, family: str) -> tuple[str, PostprocessParams]:
-    """``(family, params)`` of a preset for a test set of dataset ``family`` (the test set's own, see
+    """``(family, params)`` of a preset's AUC recipe for a test set of dataset ``family`` (the test set's own, see
     :class:`~copra_bench.datamodules.base.TestSet`). ``preset`` may force another family: ``vera_code:xd_violence``."""
-    name, _, forced = preset.partition(":")
-    if name not in PRESETS:
-        raise EvaluationError(f"unknown post-processing preset {name!r}; choose one of {', '.join(PRESETS)} "
-                              f"(optionally ':<dataset>' with a dataset of {', '.join(DATASET_FAMILIES)})")
-    family = forced or family
-    if family not in PRESETS[name]:
-        where = f"preset {preset!r}" if forced else "the test set's family"
-        raise EvaluationError(f"{where}: unknown dataset {family!r}; use one of {', '.join(DATASET_FAMILIES)}")
-    return family, PRESETS[name][family]
+    protocol = resolve_protocol(preset, family)
+    return protocol.family, protocol.auc.params
 
 
 # ------------------------------------------------------------------------------------------------------ Step 2
 def top_n_of(num_windows: int, params: PostprocessParams) -> int:
-    """Windows that vote for each window: ``int(fraction * n)``; 0 means all (VERA code) or 1 (guarded)."""
+    """Windows that vote for each window: ``int(fraction * n)``; 0 means all (VERA code) or 1 (guarded); every
+    window in videos of at most ``all_windows_up_to`` windows (VERA's XD scripts: 10 for AUC, 4 for AP)."""
+    if num_windows <= params.all_windows_up_to:
+        return num_windows
     top_n = int(params.fraction * num_windows)
     if top_n < 1:
         top_n = num_windows if params.top_n_zero == "all" else 1
     return min(top_n, num_windows)
 
 
-def _normalised(features: np.ndarray, video: str) -> np.ndarray:
-    features = np.asarray(features, dtype=np.float64)
+def _normalised(features: np.ndarray, video: str, dtype: str = "float64") -> np.ndarray:
+    """Unit rows; ``dtype`` is the arithmetic (VERA divides float32 features by their float32 norms)."""
+    features = np.asarray(features, dtype=dtype)
     if not np.isfinite(features).all():
         raise EvaluationError(f"{video}: NaN or inf in the window features used by Step 2")
     norms = np.linalg.norm(features, axis=1, keepdims=True)
@@ -134,7 +109,8 @@ def retrieval_refine(scores: np.ndarray, features: np.ndarray, params: Postproce
     scores = np.asarray(scores, dtype=np.float64)
     if features.shape[0] != scores.shape[0]:
         raise EvaluationError(f"{video}: {features.shape[0]} window features for {scores.shape[0]} window scores")
-    unit = _normalised(features, video).astype(params.similarity_dtype)
+    unit = _normalised(features, video, params.normalise_dtype).astype(params.similarity_dtype)
+    vera32 = params.normalise_dtype == "float32"
     n = scores.shape[0]
     top_n = top_n_of(n, params)
     refined = np.empty_like(scores)
@@ -144,8 +120,15 @@ def retrieval_refine(scores: np.ndarray, features: np.ndarray, params: Postproce
         mask = _top_mask(similarity, top_n)
         # every row holds exactly top_n selected entries, so the selection reshapes to [rows, top_n] in row order
         flat = np.flatnonzero(mask)
-        logits = params.temperature * similarity.ravel()[flat].reshape(rows, top_n).astype(np.float64)
+        top = similarity.ravel()[flat].reshape(rows, top_n)
         voters = scores[flat % n].reshape(rows, top_n)
+        if vera32:  # VERA: softmax(top * 10) in the similarities' float32, then np.dot with float64 scores
+            logits = top * top.dtype.type(params.temperature)
+            weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+            weights = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float64)
+            refined[start:start + rows] = (weights * voters).sum(axis=1)
+            continue
+        logits = params.temperature * top.astype(np.float64)
         weights = np.exp(logits - logits.max(axis=1, keepdims=True))
         refined[start:start + rows] = (weights * voters).sum(axis=1) / weights.sum(axis=1)
     return refined
