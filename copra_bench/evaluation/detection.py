@@ -78,55 +78,59 @@ def _proposals(predictions: list[np.ndarray], c_scores: list[np.ndarray], c: int
     return np.array(found)
 
 
-def location_ap(predictions: list[np.ndarray], gt_segments: list[list[tuple[int, int]]],
-                gt_labels: list[list[str]], classes: list[str], iou: float) -> float:
-    """VadCLIP's ``getLocMAP`` (``excludeNormal=False``) at one IoU threshold, as a fraction.
-
-    Args:
-        predictions: Per video, ``[T, C]`` frame-level scores of the ``C`` classes.
-        gt_segments: Per video, its ground-truth ``(start, end)`` frame segments (end exclusive).
-        gt_labels: Per video, the class name of each segment (a name outside ``classes`` matches no class).
-        classes: The class names, in the column order of ``predictions``.
-    """
-    masked, c_scores = _class_scores(predictions)
-    aps = []
-    for c, name in enumerate(classes):
-        proposals = _proposals(masked, c_scores, c)
-        if len(proposals) == 0:
-            return 0.0
-        proposals = proposals[np.argsort(-proposals[:, 3])]
-        remaining: dict[int, list[tuple[int, int]]] = {}
-        for i, (segments, labels) in enumerate(zip(gt_segments, gt_labels, strict=True)):
-            for (s, e), label in zip(segments, labels, strict=True):
-                if label == name:
-                    remaining.setdefault(i, []).append((int(s), int(e)))
-        positives = sum(len(v) for v in remaining.values())
-        tp = np.zeros(len(proposals))
-        for k, (video, start, end, _) in enumerate(proposals):
-            candidates = remaining.get(int(video), [])
-            if not candidates:
-                continue
-            bounds = np.array(candidates, dtype=np.int64)
-            s, e = int(start), int(end)
-            inter = np.maximum(0, np.minimum(bounds[:, 1], e) - np.maximum(bounds[:, 0], s))
-            union = np.maximum(bounds[:, 1] - bounds[:, 0], 0) + max(e - s, 0) - inter
-            overlap = inter / union
-            hits = overlap >= iou
-            if hits.any():
-                best = int(np.argmax(np.where(hits, overlap, -1.0)))
-                del candidates[best]
-                tp[k] = 1.0
-        fp = 1.0 - tp
-        tp_c, fp_c = np.cumsum(tp), np.cumsum(fp)
-        aps.append(0.0 if tp.sum() == 0 else np.sum((tp_c / (fp_c + tp_c)) * tp) / positives)
-    return float(np.mean(aps))
+def _class_ap(proposals: np.ndarray, remaining: dict[int, list[tuple[int, int]]], iou: float) -> float:
+    """AP of one class: proposals in descending score order take their video's best unmatched segment."""
+    remaining = {video: list(segments) for video, segments in remaining.items()}
+    positives = sum(len(v) for v in remaining.values())
+    tp = np.zeros(len(proposals))
+    for k, (video, start, end, _) in enumerate(proposals):
+        candidates = remaining.get(int(video), [])
+        if not candidates:
+            continue
+        bounds = np.array(candidates, dtype=np.int64)
+        s, e = int(start), int(end)
+        inter = np.maximum(0, np.minimum(bounds[:, 1], e) - np.maximum(bounds[:, 0], s))
+        overlap = inter / (np.maximum(bounds[:, 1] - bounds[:, 0], 0) + max(e - s, 0) - inter)
+        hits = overlap >= iou
+        if hits.any():
+            del candidates[int(np.argmax(np.where(hits, overlap, -1.0)))]  # the first of the best, as VadCLIP
+            tp[k] = 1.0
+    fp = 1.0 - tp
+    tp_c, fp_c = np.cumsum(tp), np.cumsum(fp)
+    return 0.0 if tp.sum() == 0 else float(np.sum((tp_c / (fp_c + tp_c)) * tp) / positives)
 
 
 def detection_map(predictions: list[np.ndarray], gt_segments: list[list[tuple[int, int]]],
                   gt_labels: list[list[str]], classes: list[str],
                   ious: tuple[float, ...] = IOU_THRESHOLDS) -> dict[float, float]:
-    """VadCLIP's ``getDetectionMAP``: ``{iou: mAP}`` for each IoU threshold."""
-    return {iou: location_ap(predictions, gt_segments, gt_labels, classes, iou) for iou in ious}
+    """VadCLIP's ``getDetectionMAP`` (``getLocMAP`` per threshold, ``excludeNormal=False``): ``{iou: mAP}``.
+
+    Args:
+        predictions: Per video, ``[T, C]`` frame-level scores of the ``C`` classes.
+        gt_segments: Per video, its ground-truth ``(start, end)`` frame segments (end exclusive).
+        gt_labels: Per video, the class name of each segment (a name outside ``classes`` matches no class, as
+            VadCLIP's UCF-Crime normal videos labelled ``A`` against the class ``Normal``).
+        classes: The class names, in the column order of ``predictions``.
+    """
+    masked, c_scores = _class_scores(predictions)
+    per_class = []
+    for c, name in enumerate(classes):
+        proposals = _proposals(masked, c_scores, c)
+        if len(proposals) == 0:  # VadCLIP returns 0 for the threshold at the first class without a proposal
+            return dict.fromkeys(ious, 0.0)
+        remaining: dict[int, list[tuple[int, int]]] = {}
+        for i, (segments, labels) in enumerate(zip(gt_segments, gt_labels, strict=True)):
+            for (s, e), label in zip(segments, labels, strict=True):
+                if label == name:
+                    remaining.setdefault(i, []).append((int(s), int(e)))
+        per_class.append((proposals[np.argsort(-proposals[:, 3])], remaining))
+    return {iou: float(np.mean([_class_ap(p, r, iou) for p, r in per_class])) for iou in ious}
+
+
+def location_ap(predictions: list[np.ndarray], gt_segments: list[list[tuple[int, int]]],
+                gt_labels: list[list[str]], classes: list[str], iou: float) -> float:
+    """VadCLIP's ``getLocMAP`` at one IoU threshold, as a fraction (VadCLIP: x100)."""
+    return detection_map(predictions, gt_segments, gt_labels, classes, (iou,))[iou]
 
 
 def anomalous_runs(gt: np.ndarray) -> list[tuple[int, int]]:
