@@ -46,12 +46,16 @@ class SplitReport:
     #: ``subset``: listed videos not in this copy (not checked); None when the whole split was checked.
     absent: int | None = None
     error: str | None = None
+    #: The split's annotation could not be read: its videos were still listed and checked (ground truth was not).
+    annotation_error: str | None = None
 
     def problems(self) -> list[str]:
         """Why this split cannot run as specified (empty: it can)."""
         out = []
         if self.error:
             out.append(self.error)
+        if self.annotation_error:
+            out.append(self.annotation_error)
         if not self.error and self.listed == 0:
             out.append("no video of the split is in this copy" if self.absent else "the split is empty")
         if self.listed != self.expected and not self.error and self.absent is None:
@@ -106,8 +110,17 @@ def inspect_split(dm: ReleaseDataModule, split: str, *, deep: bool = False, subs
     report = SplitReport(dataset=dm.name, split=split)
     try:
         dm.prepare_data()
-        listing: SplitListing = dm.list_split(split)  # type: ignore[arg-type]
-        report.annotation_differences = dm.compare_with_shipped(split)  # type: ignore[arg-type]
+        try:
+            listing: SplitListing = dm.list_split(split)  # type: ignore[arg-type]
+        except CopraError as err:  # a bad annotation line: still list and check every video in this pass
+            fallback = dm.list_videos(split)  # type: ignore[arg-type]
+            if fallback is None:
+                raise
+            listing, report.annotation_error = fallback, str(err)
+        try:
+            report.annotation_differences = dm.compare_with_shipped(split)  # type: ignore[arg-type]
+        except CopraError as err:
+            report.annotation_differences = [f"not compared: {err}"]
     except CopraError as err:
         report.error = str(err)
         return report
@@ -132,7 +145,7 @@ def inspect_split(dm: ReleaseDataModule, split: str, *, deep: bool = False, subs
             report.fps_seen[detail] += 1
     report.readable = len(readable)
     report.total_frames = sum(r.num_frames for r in readable)
-    if split == "test":
+    if split == "test" and report.annotation_error is None:
         unannotated = set(listing.videos_without_annotation)
         report.anomalous_frames = 0
         with warnings.catch_warnings(record=True) as caught:
@@ -197,6 +210,8 @@ def format_report(reports: list[SplitReport]) -> str:
         if r.error:
             lines.append(f"  error: {r.error}")
             continue
+        if r.annotation_error:
+            lines.append(f"  annotation error (videos still checked, ground truth not): {r.annotation_error}")
         lines += [f"  read from: {f}" for f in r.files]
         if r.absent is not None:
             lines.append(f"  subset: {r.absent} of the {r.absent + r.listed} listed videos are not in this copy "

@@ -96,6 +96,8 @@ class ReleaseDataModule(VADDataModule, abc.ABC):
     how_to_get: str = ""
     #: The folder of :mod:`copra_bench.datamodules.annotations` holding this dataset's files (None: none shipped).
     shipped_dataset: str | None = None
+    #: Whether ``source: videos`` still reads some videos as frame folders (ShanghaiTech's test part).
+    frames_with_videos: bool = False
 
     def __init__(self, root: str, *, source: Source = "videos", annotations: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -108,7 +110,10 @@ class ReleaseDataModule(VADDataModule, abc.ABC):
         if self.annotations == "shipped" and self.shipped_dataset is None:
             raise DataError(f"{type(self).__name__}: no annotation files are shipped for this dataset; set "
                             "annotations to 'release' or a folder")
-        self.frames_fps = self.fps or self.default_frames_fps
+        # The rate of frame folders: for video files the container's own rate is used (and recorded), so the
+        # release's default is not a rate the run used.
+        reads_folders = source == "frames" or self.frames_with_videos
+        self.frames_fps = self.fps or (self.default_frames_fps if reads_folders else None)
         self._index: dict[str, Path] | None = None
         self.check_root()
 
@@ -169,6 +174,11 @@ class ReleaseDataModule(VADDataModule, abc.ABC):
     @abc.abstractmethod
     def list_split(self, split: Split) -> SplitListing:
         """The split's videos (unprobed) and what the annotation files say about them."""
+
+    def list_videos(self, split: Split) -> SplitListing | None:
+        """The split's videos without reading its annotation (the doctor's fallback when the annotation cannot be
+        read, so the videos are still checked in the same pass); None when the split list itself needs it."""
+        return None
 
     @abc.abstractmethod
     def ground_truth(self, record: VideoRecord) -> np.ndarray:

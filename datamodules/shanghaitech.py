@@ -110,6 +110,7 @@ class ShanghaiTechDataModule(ReleaseDataModule):
     shipped_dataset = "shanghaitech"
 
     default_frames_fps = 24.0
+    frames_with_videos = True  # the test part is released as frames only
     how_to_get = HOW_TO_GET
 
     def __init__(self, root: str, *, split_dir: str | None = None, mask_dir: str | None = None, **kwargs) -> None:

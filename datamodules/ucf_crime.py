@@ -52,6 +52,11 @@ def video_stem(name: str) -> str:
 
 def parse_split(path: Path) -> list[tuple[str, str]]:
     """``(stem, class)`` for every line of an official split list (``Abuse/Abuse001_x264.mp4``)."""
+    return [(stem, cls) for stem, cls, _ in parse_split_with_paths(path)]
+
+
+def parse_split_with_paths(path: Path) -> list[tuple[str, str, str]]:
+    """``(stem, class, relative path as listed)`` for every line of an official split list."""
     entries = []
     once = OncePerVideo(path, "split-list")
     for number, line in enumerate(path.read_text().splitlines(), start=1):
@@ -66,7 +71,7 @@ def parse_split(path: Path) -> list[tuple[str, str]]:
         if video_class != "Normal" and video_class not in UCF_CLASSES:
             raise DataError(f"{path}, line {number}: unknown UCF-Crime class {top!r} in {line!r}")
         if once.first(video_stem(file), number, line):
-            entries.append((video_stem(file), video_class))
+            entries.append((video_stem(file), video_class, line.replace("\\", "/")))
     return entries
 
 
@@ -205,22 +210,31 @@ class UCFCrimeDataModule(ReleaseDataModule):
         return [d for theirs, ours, key in found if theirs is not None and theirs != ours
                 and (d := compare_files(theirs, ours, key))]
 
-    def list_split(self, split: Split) -> SplitListing:
+    def _videos(self, split: Split) -> tuple[SplitListing, list[tuple[str, str]], dict[str, Path]]:
         split_path = self.split_file(split)
-        entries = parse_split(split_path)
+        entries = parse_split_with_paths(split_path)
         index = self.video_index()
-        missing_path = (lambda stem: self.root / stem) if self.source == "frames" else \
-            (lambda stem: self.root / f"{stem}.mp4")
-        records = [VideoRecord(name=stem, path=index.get(stem, missing_path(stem)), label=int(cls != "Normal"),
-                               classes=(cls,)) for stem, cls in entries]
+        # Where a missing video was expected: anywhere under root (found by its stem); the hint names the split
+        # list's own relative path, the release's <Class>/<name>.mp4 (frame folders: <Class>/<name>).
+        hint = (lambda rel: self.root / rel.rsplit(".", 1)[0]) if self.source == "frames" else (lambda rel: self.root / rel)
+        records = [VideoRecord(name=stem, path=index.get(stem, hint(rel)), label=int(cls != "Normal"),
+                               classes=(cls,)) for stem, cls, rel in entries]
         listing = SplitListing(records=records, expected=len(entries), files=[split_path])
+        return listing, [(stem, cls) for stem, cls, _ in entries], index
+
+    def list_videos(self, split: Split) -> SplitListing | None:
+        return self._videos(split)[0]
+
+    def list_split(self, split: Split) -> SplitListing:
+        listing, entries, _ = self._videos(split)
+        records = listing.records
         if split == "test":
             annotation_path = self.annotation_path()
             listing.files.append(annotation_path)
             self._annotation = self.read_annotation(annotation_path)
             listed = {stem for stem, _ in entries}
-            listing.annotations_without_video = sorted(n for n in self._annotation if n not in listed or
-                                                       n not in index)
+            # a listed video that is not on disk is reported once, as missing
+            listing.annotations_without_video = sorted(n for n in self._annotation if n not in listed)
             listing.videos_without_annotation = [r.name for r in records if r.name not in self._annotation]
             for record in records:
                 if record.name not in self._annotation:

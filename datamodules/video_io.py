@@ -77,8 +77,31 @@ def _open(path: Path) -> av.container.InputContainer:
     return container
 
 
+#: Containers whose header frame count and rate can count the empty "drop" packets a re-wrap writes (an ``.avi``
+#: re-wrap of a 250-frame 25 fps H.264 video probes as ~500 frames at 50 fps): counted from the packets instead.
+COUNT_PACKETS_FORMATS = frozenset({"avi"})
+
+
+def stream_frames(container: av.container.InputContainer, stream) -> tuple[int, float]:
+    """``(frames, fps)`` from the packets that hold data (no decoding): their count, and the rate from the median
+    step between their sorted timestamps (0.0 when the packets have none)."""
+    count, stamps = 0, []
+    for packet in container.demux(stream):
+        if packet.size <= 0:
+            continue
+        count += 1
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        if stamp is not None:
+            stamps.append(stamp)
+    steps = np.diff(np.unique(np.asarray(stamps, dtype=np.int64)))
+    if steps.size == 0 or stream.time_base is None:
+        return count, 0.0
+    return count, 1.0 / float(float(np.median(steps)) * stream.time_base)
+
+
 def probe_video(path: str | Path, *, fps: float | None = None) -> VideoInfo:
-    """Frame count, fps and size from the container; counts packets when the container has no frame count.
+    """Frame count, fps and size from the container; from its packets when the container has no frame count or is
+    of a kind whose header may count empty packets (:data:`COUNT_PACKETS_FORMATS`).
 
     Frame folders: the number of images and the size of the first one; ``fps`` must be given (a folder has none).
     For containers ``fps`` (when given) replaces the container's rate.
@@ -96,11 +119,14 @@ def probe_video(path: str | Path, *, fps: float | None = None) -> VideoInfo:
         stream = container.streams.video[0]
         fps_read = float(stream.average_rate or stream.guessed_rate or 0.0)
         num_frames = int(stream.frames or 0)
-        if num_frames <= 0:
+        if num_frames <= 0 or set(container.format.name.split(",")) & COUNT_PACKETS_FORMATS:
             try:
-                num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
+                counted, rate = stream_frames(container, stream)
             except av.error.FFmpegError as err:
                 raise VideoDecodeError(f"cannot read packets of {path}: {err}") from err
+            if counted != num_frames and counted > 0:
+                fps_read = rate or (fps_read * counted / num_frames if num_frames > 0 else fps_read)
+                num_frames = counted
         width, height = stream.codec_context.width, stream.codec_context.height
     fps = float(fps or fps_read)
     if num_frames <= 0 or fps <= 0:

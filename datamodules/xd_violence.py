@@ -165,19 +165,25 @@ class XDViolenceDataModule(ReleaseDataModule):
         raise DataError(f"no XD-Violence {split} folder ({' or '.join(SPLIT_DIRS[split])}) under {self.root}. "
                         f"{HOW_TO_GET}")
 
+    def list_videos(self, split: Split) -> SplitListing | None:
+        return self._listing(split, with_annotation=False)
+
     def list_split(self, split: Split) -> SplitListing:
+        return self._listing(split, with_annotation=True)
+
+    def _listing(self, split: Split, *, with_annotation: bool) -> SplitListing:
         folder = self.split_folder(split)
         if split not in self._split_index:
             self._split_index[split] = index_sources(folder, self.source)
         index = self._split_index[split]
         listing = SplitListing(records=[], expected=int(self.expected_counts.get(split, len(index))), files=[folder])
         names = sorted(index)
-        if split == "test":
+        if split == "test" and with_annotation:
             annotation_path = self.annotation_path()
             listing.files.append(annotation_path)
             self._annotation = parse_annotations(annotation_path)
-            listing.annotations_without_video = sorted(n for n in self._annotation if n not in index)
-            names = sorted(set(names) | set(self._annotation))  # annotated but absent: reported as missing
+            # annotated but absent: a test video of the split, reported once, as missing (expected in the folder)
+            names = sorted(set(names) | set(self._annotation))
         for stem in names:
             try:
                 codes = label_codes(stem)
@@ -187,7 +193,7 @@ class XDViolenceDataModule(ReleaseDataModule):
             label = int(codes != ("A",))
             path = index.get(stem, folder / (stem if self.source == "frames" else f"{stem}.mp4"))
             listing.records.append(VideoRecord(name=stem, path=path, label=label, classes=codes))
-            if split != "test":
+            if split != "test" or not with_annotation:
                 continue
             annotated = stem in self._annotation
             if label and not annotated:
