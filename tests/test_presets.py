@@ -86,8 +86,12 @@ def test_the_fixtures_are_the_full_size_test_sets(ucf, xd, real_dir):
         assert v.gt.tolist() == vera.vera_gt(e["temporal_label"], e["length"])
 
 
-@pytest.mark.slow
-def test_vera_code_on_ucf_crime_is_compute_auc_py(ucf):
+FULL_AND_PART = [pytest.param(1, marks=pytest.mark.slow, id="full-size"), pytest.param(6, id="every-6th-video")]
+
+
+@pytest.mark.parametrize("every", FULL_AND_PART)
+def test_vera_code_on_ucf_crime_is_compute_auc_py(ucf, every):
+    ucf = ucf[::every]
     pred, gt = [], []
     for v in ucf:
         pred.extend(vera.compute_auc_video(v.window_scores, v.features, v.gt.size))
@@ -100,8 +104,9 @@ def test_vera_code_on_ucf_crime_is_compute_auc_py(ucf):
     assert PROTOCOLS["vera_compute_auc"]["ucf_crime"] == PROTOCOLS["vera_code"]["ucf_crime"]
 
 
-@pytest.mark.slow
-def test_vera_code_on_xd_violence_takes_auc_and_ap_from_their_own_scripts(xd):
+@pytest.mark.parametrize("every", FULL_AND_PART)
+def test_vera_code_on_xd_violence_takes_auc_and_ap_from_their_own_scripts(xd, every):
+    xd = xd[::every]
     pred_auc, pred_ap, gt_auc, gt_ap = [], [], [], []
     for v in xd:
         pred_auc.extend(vera.compute_auc_xd_video(v.window_scores, v.features, v.gt.size))
@@ -126,7 +131,7 @@ def test_vera_code_on_xd_violence_takes_auc_and_ap_from_their_own_scripts(xd):
     assert params["postprocess.xd_violence.ap_recipe"] == "VERA compute_AP_XD_Violence.py"
     assert params["postprocess.xd_violence.ap_gt_snippet"] == "16 (minus_one)"
     assert params["postprocess.xd_violence.all_windows_up_to"] == 10 and params["postprocess.xd_violence.ap.sigmoid"]
-    print(f"XD: AUC VERA {auc_ref:.12f} ours {step3.auc:.12f}; AP VERA {ap_ref:.12f} ours {step3.ap:.12f}")
+    print(f"XD ({len(xd)} videos): AUC VERA {auc_ref:.12f} ours {step3.auc:.12f}; AP VERA {ap_ref:.12f} ours {step3.ap:.12f}")
 
 
 def _snippet_reference(videos, ap_fn, rule):
@@ -140,9 +145,10 @@ def _snippet_reference(videos, ap_fn, rule):
     return roc_auc_score(gt, pred), ap_fn(gt, pred)
 
 
+@pytest.mark.parametrize("every", FULL_AND_PART)
 @pytest.mark.parametrize("family", ["ucf_crime", "xd_violence"])
-def test_vadclip_rtfm_and_lavad_presets_score_the_methods_own_scores_as_their_code(ucf, xd, family):
-    videos = [replace(v, features=None) for v in (ucf if family == "ucf_crime" else xd)]  # Step 1 only
+def test_vadclip_rtfm_and_lavad_presets_score_the_methods_own_scores_as_their_code(ucf, xd, family, every):
+    videos = [replace(v, features=None) for v in (ucf if family == "ucf_crime" else xd)[::every]]  # Step 1 only
     for spec, ap_fn, rule in (("vadclip", average_precision_score, "floor"),
                               ("rtfm", vera.script_ap, "minus_one" if family == "xd_violence" else "floor")):
         auc_ref, ap_ref = _snippet_reference(videos, ap_fn, rule)
