@@ -70,7 +70,7 @@ def _vadclip_loc_map(predictions, th, gtsegments, gtlabels, classlist):
         predictions_mod.append(p * ind)
     predictions = predictions_mod
     ap = []
-    for c in range(0, len(classlist)):
+    for c in range(len(classlist)):
         segment_predict = []
         for i in range(len(predictions)):
             tmp = predictions[i][:, c]

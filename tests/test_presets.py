@@ -16,9 +16,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from copra_bench.datamodules.records import intervals_to_gt
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from copra_bench.datamodules.records import intervals_to_gt
 from copra_bench.errors import EvaluationError
 from copra_bench.evaluation.assembly import VideoScores
 from copra_bench.evaluation.protocol import (

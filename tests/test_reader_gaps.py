@@ -8,11 +8,11 @@ import fractions
 import av
 import numpy as np
 import pytest
-
-from copra_bench.cli import main
 from copra_bench.datamodules import UCFCrimeDataModule
 from copra_bench.datamodules.doctor import inspect_split
 from copra_bench.datamodules.video_io import iter_windows, probe_video, read_frames
+
+from copra_bench.cli import main
 
 from .test_doctor import _config, _copy
 

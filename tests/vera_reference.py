@@ -48,7 +48,7 @@ def vera_gt(temporal_label, length):
     for anno_i in range(0, len(temporal_label), 2):
         if temporal_label[anno_i] != -1:
             anno_s = temporal_label[anno_i]
-            anno_e = length if temporal_label[anno_i + 1] > length else temporal_label[anno_i + 1]
+            anno_e = min(temporal_label[anno_i + 1], length)
             gt[anno_s:anno_e] = [1.0] * (anno_e - anno_s)
     return gt
 
