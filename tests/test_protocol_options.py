@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -95,3 +96,24 @@ def test_float32_path_matches_vera_in_float32(n):
     np.testing.assert_allclose(retrieval_refine(scores, features, replace(UCF_CODE, similarity_dtype="float64")),
                                exact, atol=1e-9)
     assert math.isfinite(float(ours32.sum()))
+
+
+def test_evaluate_cli_takes_a_spec_with_options_and_names_bad_ones(tmp_path, capsys):
+    from copra_bench.cli import main
+    from copra_bench.evaluation.assembly import save_scores
+
+    videos = _videos(3)
+    rng = np.random.default_rng(3)
+    videos = [replace(v, features=rng.normal(size=(v.window_scores.size, 8)).astype(np.float16)) for v in videos]
+    path = save_scores(tmp_path / "s.npz", videos, extra={"stride": 16})
+    out = tmp_path / "m.json"
+    spec = "vera_code:xd_violence,far=>,macro_pad=true,gt_snippet=0"
+    assert main(["evaluate", "--run", str(path), "--postprocess", spec, "--bootstrap-samples", "0",
+                 "--out", str(out)]) == 0
+    assert spec in capsys.readouterr().out
+    document = json.loads(out.read_text())
+    result = document["test"]["s"]
+    assert result["recipes"]["auc"]["script"] == "VERA compute_auc_XD_Violence.py"
+    assert result["recipes"]["ap"]["gt_snippet"] == 0 and result["step3"]["dmap_mean"] is not None
+    assert main(["evaluate", "--run", str(path), "--dataset", "ucf_crime", "--postprocess", "vera_code,far=<"]) == 2
+    assert "far='<'" in capsys.readouterr().err
