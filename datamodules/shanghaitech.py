@@ -171,6 +171,13 @@ class ShanghaiTechDataModule(ReleaseDataModule):
             return self.root / "training" / "frames" / name
         return self.root / "training" / "videos" / f"{name}.avi"
 
+    def list_videos(self, split: Split) -> SplitListing | None:
+        split_path = self.split_file(split)
+        names = parse_split_list(split_path)
+        index = self.video_index()
+        records = [VideoRecord(name=n, path=index.get(n, self._expected_path(n)), label=0) for n in names]
+        return SplitListing(records=records, expected=len(names), files=[split_path])
+
     def list_split(self, split: Split) -> SplitListing:
         split_path = self.split_file(split)
         names = parse_split_list(split_path)

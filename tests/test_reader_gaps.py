@@ -98,3 +98,19 @@ def test_frames_fps_is_recorded_only_where_frame_folders_are_read(tmp_path):
     assert UCFCrimeDataModule(str(tmp_path)).protocol_settings()["frames_fps"] == "n/a"
     assert UCFCrimeDataModule(str(tmp_path), source="frames").protocol_settings()["frames_fps"] == 30.0
     assert UCFCrimeDataModule(str(tmp_path), fps=25.0).protocol_settings()["frames_fps"] == 25.0
+
+
+def test_doctor_lists_shanghaitech_videos_when_a_frame_mask_is_unreadable(synth_cache, tmp_path):
+    from copra_bench.datamodules import ShanghaiTechDataModule
+
+    root, meta = _copy("shanghaitech", synth_cache, tmp_path)
+    test = [v for v in meta["videos"] if v["split"] == "test"]
+    masked = next(v for v in test if v["relpath"].startswith("testing/frames/"))
+    (root / "testing" / "test_frame_mask" / f"{masked['name']}.npy").write_bytes(b"not a mask")
+    video = next(v for v in test if v["relpath"].endswith(".avi"))
+    truncated = root / video["relpath"]
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    report = inspect_split(ShanghaiTechDataModule(str(root), annotations="release"), "test")
+    assert report.error is None and "cannot read the frame mask" in report.annotation_error
+    assert report.listed == len(test) and [u.split(" ")[0] for u in report.undecodable] == [str(truncated)]
+    assert not report.ok
