@@ -42,6 +42,8 @@ class SplitReport:
     videos_without_annotation: list[str] = field(default_factory=list)
     label_mismatches: list[str] = field(default_factory=list)
     clipped: list[str] = field(default_factory=list)
+    #: Containers whose header miscounts frames (counted from the packets instead): a note, not a problem.
+    recounted: list[str] = field(default_factory=list)
     annotation_differences: list[str] = field(default_factory=list)
     #: ``subset``: listed videos not in this copy (not checked); None when the whole split was checked.
     absent: int | None = None
@@ -87,6 +89,9 @@ def _probe(dm: VADDataModule, record: VideoRecord, deep: bool) -> tuple[str, str
         return "undecodable", f"{record.path} ({err})"
     record.num_frames = record.num_frames or info.num_frames
     record.fps = float(dm.fps or info.fps)
+    if info.header:
+        note = f"{record.path}: header says {info.header}; {info.num_frames} frames at {info.fps:g} fps"
+        return "ok", f"{info.fps:g}|{note}"
     return "ok", f"{info.fps:g}"
 
 
@@ -142,7 +147,10 @@ def inspect_split(dm: ReleaseDataModule, split: str, *, deep: bool = False, subs
             report.undecodable.append(detail)
         else:
             readable.append(record)
-            report.fps_seen[detail] += 1
+            fps, _, recount = detail.partition("|")
+            report.fps_seen[fps] += 1
+            if recount:
+                report.recounted.append(recount)
     report.readable = len(readable)
     report.total_frames = sum(r.num_frames for r in readable)
     if split == "test" and report.annotation_error is None:
@@ -227,6 +235,7 @@ def format_report(reports: list[SplitReport]) -> str:
         lines += _section("videos without annotation", r.videos_without_annotation)
         lines += _section("label mismatches", r.label_mismatches)
         lines += _section("intervals clipped to the video (warning)", r.clipped)
+        lines += _section("container headers that miscount frames (counted from the packets; note)", r.recounted)
         lines += _section("the release's own files differ from the shipped copies (warning; the run reads "
                           "what `read from` says)", r.annotation_differences)
     problems = [f"{r.dataset} {r.split}: {p}" for r in reports for p in r.problems()]

@@ -63,6 +63,8 @@ class VideoInfo:
     fps: float
     width: int
     height: int
+    #: When the container's header said otherwise: what it said (``"499 frames at 50 fps"``); counted from packets.
+    header: str = ""
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -115,6 +117,7 @@ def probe_video(path: str | Path, *, fps: float | None = None) -> VideoInfo:
             raise VideoDecodeError(f"frame folder {path} has no frame rate: set the DataModule's fps")
         first = _read_image(files[0])
         return VideoInfo(num_frames=len(files), fps=float(fps), width=first.width, height=first.height)
+    header = ""
     with _open(path) as container:
         stream = container.streams.video[0]
         fps_read = float(stream.average_rate or stream.guessed_rate or 0.0)
@@ -125,6 +128,7 @@ def probe_video(path: str | Path, *, fps: float | None = None) -> VideoInfo:
             except av.error.FFmpegError as err:
                 raise VideoDecodeError(f"cannot read packets of {path}: {err}") from err
             if counted != num_frames and counted > 0:
+                header = f"{num_frames} frames at {fps_read:g} fps" if num_frames > 0 else ""
                 fps_read = rate or (fps_read * counted / num_frames if num_frames > 0 else fps_read)
                 num_frames = counted
         width, height = stream.codec_context.width, stream.codec_context.height
@@ -132,7 +136,7 @@ def probe_video(path: str | Path, *, fps: float | None = None) -> VideoInfo:
     if num_frames <= 0 or fps <= 0:
         raise VideoDecodeError(f"{path}: the container reports {num_frames} frames at {fps} fps; the file is "
                                "probably truncated or corrupt")
-    return VideoInfo(num_frames=num_frames, fps=fps, width=width, height=height)
+    return VideoInfo(num_frames=num_frames, fps=fps, width=width, height=height, header=header)
 
 
 def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:

@@ -42,11 +42,13 @@ def test_avi_rewrap_with_a_doubled_time_base_probes_as_the_decoded_stream(tmp_pa
     _write(honest, ticks_per_frame=1)
     with av.open(str(rewrap)) as container:  # the container's own header: about twice the frames at twice the rate
         stream = container.streams.video[0]
-        assert stream.frames >= 2 * FRAMES - 1 and float(stream.average_rate) == 2 * RATE
+        header_frames = stream.frames
+        assert header_frames >= 2 * FRAMES - 1 and float(stream.average_rate) == 2 * RATE
     with av.open(str(rewrap)) as container:
         decoded = sum(1 for _ in container.decode(video=0))
     info = probe_video(rewrap)
     assert (info.num_frames, info.fps) == (decoded, RATE) == (FRAMES, RATE)
+    assert info.header == f"{header_frames} frames at {2 * RATE} fps"  # what data inspect notes
     assert (probe_video(honest).num_frames, probe_video(honest).fps) == (FRAMES, RATE)
     # every frame the probe promises decodes, in order (a window reader would otherwise die mid-video)
     last = read_frames(rewrap, [0, FRAMES - 1])
