@@ -117,3 +117,12 @@ def test_evaluate_cli_takes_a_spec_with_options_and_names_bad_ones(tmp_path, cap
     assert result["recipes"]["ap"]["gt_snippet"] == 0 and result["step3"]["dmap_mean"] is not None
     assert main(["evaluate", "--run", str(path), "--dataset", "ucf_crime", "--postprocess", "vera_code,far=<"]) == 2
     assert "far='<'" in capsys.readouterr().err
+
+
+def test_a_bad_spec_fails_when_the_settings_are_built():
+    from copra_bench.errors import EvaluationError
+
+    with pytest.raises(EvaluationError, match="bad option 'colour=red'"):
+        EvaluationSettings("vera_code,colour=red")
+    p = EvaluationSettings("vera_code,snippet_rule=floor").protocol("xd_violence")
+    assert (p.auc.gt_snippet, p.ap.gt_snippet, p.ap.snippet_rule) == (0, 16, "floor")  # only the cutting recipe

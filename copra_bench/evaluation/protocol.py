@@ -72,6 +72,9 @@ class EvaluationSettings:
     bootstrap_seed: int = 0
     far_threshold: float = 0.5
 
+    def __post_init__(self) -> None:  # a bad preset spec fails when the module is built, not after training
+        resolve_protocol(self.postprocess, "generic")
+
     def _options(self, protocol: Protocol) -> Protocol:
         if "far_threshold" in split_spec(self.postprocess)[2]:
             return protocol
@@ -204,9 +207,7 @@ def step_metrics(frame_scores: list[np.ndarray], videos: list[VideoScores], *, a
     undefined: dict[str, str] = {}
     notes: list[str] = []
 
-    def primary(m):
-        return m.ap_step if ap_primary == "step" else m.ap_trapz
-
+    primary = lambda m: m.ap_step if ap_primary == "step" else m.ap_trapz
     micro = curve_metrics(frames)
     on_ap = micro if ap_frames is frames else curve_metrics(ap_frames)
     values.update(auc=micro.auc, ap_step=on_ap.ap_step, ap_trapz=on_ap.ap_trapz, ap=primary(on_ap))

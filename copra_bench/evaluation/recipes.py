@@ -213,13 +213,16 @@ def resolve_protocol(spec: str, family: str) -> Protocol:
     auc, ap = PROTOCOLS[name][family]
     ap_primary = PRESET_AP.get(name, _DATASET_AP.get(family, "step"))
     metric = MetricOptions()
+    if "gt_snippet" in options or "snippet_rule" in options:
+        rule = _choice(spec, "snippet_rule", options.get(
+            "snippet_rule", "minus_one" if family == "xd_violence" else "floor"), SNIPPET_RULES)
+        if "gt_snippet" in options:  # every metric cut alike
+            size = max(int(_number(spec, "gt_snippet", options["gt_snippet"], int)), 0)
+            auc, ap = (replace(r, gt_snippet=size, snippet_rule=rule) for r in (auc, ap))
+        else:  # the rule of the recipes that cut
+            auc, ap = (replace(r, snippet_rule=rule) for r in (auc, ap))
     for key, value in options.items():
-        if key in ("gt_snippet", "snippet_rule"):
-            size = int(_number(spec, key, options.get("gt_snippet", str(ap.gt_snippet or auc.gt_snippet)), int))
-            rule = _choice(spec, "snippet_rule", options.get(
-                "snippet_rule", "minus_one" if family == "xd_violence" else "floor"), SNIPPET_RULES)
-            auc, ap = (replace(r, gt_snippet=max(size, 0), snippet_rule=rule) for r in (auc, ap))
-        elif key == "far":
+        if key == "far":
             metric = replace(metric, far_compare=_choice(spec, key, value, (">=", ">")))
         elif key == "far_unit":
             metric = replace(metric, far_unit=_choice(spec, key, value, ("frames", "videos")))
