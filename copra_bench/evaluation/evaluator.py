@@ -87,6 +87,7 @@ class VideoAUCMetric(Metric):
 
     def __init__(self) -> None:
         super().__init__(compute_with_cache=False)
+        self.spread: tuple[int, float, float] | None = None
         for key, dtype in (("scores", torch.float32), ("labels", torch.int64)):
             self.add_state(key, default=[], dist_reduce_fx="cat")
             getattr(self, key).append(torch.zeros(0, dtype=dtype))  # typed, for ranks that see no clip
@@ -96,8 +97,9 @@ class VideoAUCMetric(Metric):
         self.labels.append(labels.detach().reshape(-1).to(self.device, torch.int64))
 
     def compute(self) -> float | None:
-        """The AUC (None when no clip was scored)."""
+        """The AUC (None when no clip was scored); :attr:`spread` is then ``(clips, min score, max score)``."""
         scores = dim_zero_cat(self.scores).cpu().numpy().astype(np.float64)  # a list, or one tensor once synced
+        self.spread = (int(scores.size), float(scores.min()), float(scores.max())) if scores.size else None
         if scores.size == 0:
             return None
         return video_auc(scores, dim_zero_cat(self.labels).cpu().numpy())
@@ -140,6 +142,11 @@ class Evaluator:
     def validation_auc(self) -> float | None:
         """The epoch's video AUC over every rank's clips (every rank must call it under DDP)."""
         return self._validation.compute()
+
+    def validation_spread(self) -> tuple[int, float, float] | None:
+        """``(clips, min score, max score)`` of the epoch's validation pass over every rank (None when no clip was
+        scored): equal min and max is a collapsed method. Call after :meth:`validation_auc`."""
+        return self._validation.spread
 
     # ------------------------------------------------------------------------------------------ test and predict
     def start(self, test_sets: list, device: torch.device) -> None:
