@@ -336,3 +336,62 @@ def test_training_clips_read_by_seeking_are_the_frames_of_a_full_decode(small_wo
         indices = clip_indices(300, k=8, regime="sparse", fps=25.0, seconds=2.0, jitter=jitter)
         assert np.array_equal(read_frames_seeking(long_video, indices), read_frames(long_video, indices))
     assert not full_decodes  # it sought: no fall-back to decoding from frame 0
+
+
+def test_a_checkpoint_write_on_a_full_disk_names_the_file_and_keeps_the_last_one(tmp_path, monkeypatch):
+    from fsspec.implementations.local import LocalFileOpener
+
+    from copra_bench.errors import OutputWriteError
+    from copra_bench.tracking.checkpoint_io import NamedCheckpointIO
+
+    trainer = yaml.safe_load((CONFIGS / "trainer" / "default.yaml").read_text())
+    assert {"class_path": "copra_bench.tracking.checkpoint_io.NamedCheckpointIO"} in trainer["plugins"]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    plugin = NamedCheckpointIO()
+    plugin.save_checkpoint({"weights": torch.ones(3)}, last)
+    write = LocalFileOpener.write
+
+    def half_then_full(self, data):
+        write(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalFileOpener, "write", half_then_full)
+    with pytest.raises(OutputWriteError, match=f"cannot write {last}: No space left on device. The disk is full"):
+        plugin.save_checkpoint({"weights": torch.zeros(1000)}, last)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(last)["weights"], torch.ones(3)) and list(last.parent.iterdir()) == [last]
+
+
+def test_a_checkpoint_with_a_non_finite_tensor_is_never_written():
+    from copra_bench.baselines import PromptTuning
+    from copra_bench.rl.engine import TrainingError
+
+    method = PromptTuning(backbone="tiny-qwen2-vl", backbone_dtype="float32", num_virtual_tokens=2)
+    state = {k: v.clone() for k, v in method.state_dict().items()}
+    method.on_save_checkpoint({"state_dict": dict(state), "optimizer_states": []})  # finite: written
+    trained = next(k for k in state if k not in method.frozen_state_keys())
+    state[trained][0] = float("nan")
+    with pytest.raises(TrainingError, match=rf"checkpoint not written: 1 of \d+ tensors are not finite \(e.g. "
+                                            rf"{trained}\).*last checkpoint on disk is kept"):
+        method.on_save_checkpoint({"state_dict": state, "optimizer_states": []})
+    adam = {"state": {0: {"exp_avg_sq": torch.tensor([float("inf")])}}, "param_groups": []}
+    with pytest.raises(TrainingError, match="optimizer.0.state.0.exp_avg_sq"):
+        method.on_save_checkpoint({"state_dict": method.state_dict(), "optimizer_states": [adam]})
+
+
+def test_videos_skipped_by_loader_workers_reach_the_evaluator(small_world, tmp_path):
+    """DataLoader workers share no memory with the main process: the skipped videos travel through the ledger."""
+    from copra_bench.datamodules import UCFCrimeDataModule
+
+    copy = copy_synthetic_ucf(small_world, tmp_path / "ucf")
+    victim = min((copy / "Testing_Normal_Videos_Anomaly").glob("*.mp4"))
+    truncate_keeping_header(victim)
+    dm = UCFCrimeDataModule(root=str(copy), annotations="release", window_seconds=2.0, frames_per_window=4,
+                            on_bad_video="skip", num_workers=2)
+    dm.setup("test")
+    (loader,) = dm.test_dataloader()
+    seen = {int(v) for batch in loader for v in batch["video_index"]}
+    index = next(i for i, r in enumerate(dm.test_sets[0].records) if r.path == victim)
+    assert seen >= set(range(4)) - {index}  # the other videos went on
+    (problem,) = dm.decode_failures()["ucf_crime"].values()
+    assert list(dm.decode_failures()["ucf_crime"]) == [index] and str(victim) in problem
