@@ -364,6 +364,7 @@ def test_a_checkpoint_write_on_a_full_disk_names_the_file_and_keeps_the_last_one
 
 def test_a_checkpoint_with_a_non_finite_tensor_is_never_written():
     from copra_bench.baselines import PromptTuning
+
     from copra_bench.rl.engine import TrainingError
 
     method = PromptTuning(backbone="tiny-qwen2-vl", backbone_dtype="float32", num_virtual_tokens=2)
