@@ -23,6 +23,8 @@ from .conftest import REPO, copy_synthetic_ucf, small_cross_domain
 CONFIGS = REPO / "configs"
 MAIN = str(CONFIGS / "cross_domain.yaml")
 FROZEN = str(CONFIGS / "model" / "frozen_tiny.yaml")
+#: What every run here can do without: a sanity validation pass, the full bootstrap.
+QUICK = ("--trainer.num_sanity_val_steps", "0", "--model.init_args.bootstrap_samples", "20")
 
 
 def _yaml(path: Path, document: dict) -> str:
@@ -45,7 +47,7 @@ def _trainer_checkpointing_every_step(tmp_path: Path) -> str:
 
 
 def _run(capsys, *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
+    code = main([*argv, *QUICK] if argv[0] in ("fit", "test") else list(argv))
     out = capsys.readouterr()
     return code, out.out + out.err
 
@@ -77,7 +79,7 @@ def test_an_optimiser_overflow_is_the_guards_error_and_no_checkpoint_is_non_fini
     monkeypatch.chdir(tmp_path)
     base = ["fit", "--config", MAIN, "--data", _data(tmp_path, synth_cache), "--trainer",
             _trainer_checkpointing_every_step(tmp_path), "--model.init_args.epochs", "1",
-            "--model.init_args.lr", "1e38"]
+            "--trainer.limit_train_batches", "3", "--model.init_args.lr", "1e38"]
     code, text = _run(capsys, *base)  # Adam's first step size, lr / (1 - 0.9), does not fit a float32
     assert code == 2 and "the optimiser step overflowed at global step 0" in text and "lower model.lr" in text
     assert "Traceback" not in text and not list(tmp_path.rglob("*.ckpt"))
@@ -93,9 +95,10 @@ def test_an_optimiser_overflow_is_the_guards_error_and_no_checkpoint_is_non_fini
 @pytest.mark.slow
 def test_a_collapse_is_a_warning_naming_the_step(tmp_path, monkeypatch, synth_cache, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match=r"collapse at global step 4: all 2 validation scores are") as caught:
+    with pytest.warns(UserWarning, match=r"collapse at global step 2: all 2 validation scores are") as caught:
         code, _ = _run(capsys, "fit", "--config", MAIN, "--data", _data(tmp_path, synth_cache),
-                       "--model.init_args.epochs", "1", "--model.init_args.lr", "1e9", "--test_after_fit", "false")
+                       "--model.init_args.epochs", "1", "--trainer.limit_train_batches", "2",
+                       "--model.init_args.lr", "1e9", "--test_after_fit", "false")
     assert code == 0
     assert "lower model.lr (now 1e+09)" in next(str(w.message) for w in caught if "collapse at" in str(w.message))
 
@@ -218,7 +221,7 @@ def trained_run(tmp_path_factory, synth_cache):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         assert main(["fit", "--config", MAIN, "--data", data, "--model.init_args.epochs", "1",
-                     "--trainer.log_every_n_steps", "1"]) == 0
+                     "--trainer.limit_train_batches", "2", "--trainer.log_every_n_steps", "1", *QUICK]) == 0
     (run_dir,) = _run_dirs(folder)
     (folder / "mlflow.db").unlink()
     return folder, run_dir
@@ -279,7 +282,7 @@ def test_sync_uploads_a_run_made_with_no_store(tmp_path, monkeypatch, synth_cach
     results = json.loads((run_dir / "metrics.json").read_text())["test"]
     auc = dict(db.execute("select key, value from metrics").fetchall())["test/synth_ucf_A/step1/auc"]
     assert auc == pytest.approx(results["synth_ucf_A"]["step1"]["auc"])
-    assert main(["evaluate", "--run", run_id]) == 0  # the store's copy is a complete run: evaluate reads it
+    assert main(["evaluate", "--run", run_id, "--bootstrap-samples", "20"]) == 0  # the store's copy is a complete run: evaluate reads it
 
 
 @pytest.mark.slow
@@ -295,7 +298,7 @@ def test_evaluate_reads_the_tracked_copy_when_the_local_scores_folder_is_empty(t
     (run_dir / "scores").rename(moved)
     (run_dir / "scores").mkdir()  # present but empty: a copy in progress, a cleaned scratch disk
     try:
-        code, text = _run(capsys, "evaluate", "--run", run_id, "--tracking-uri", uri)
+        code, text = _run(capsys, "evaluate", "--run", run_id, "--tracking-uri", uri, "--bootstrap-samples", "20")
     finally:
         (run_dir / "scores").rmdir()
         moved.rename(run_dir / "scores")
