@@ -152,6 +152,8 @@ def test_a_truncated_video_is_skipped_listed_and_the_rest_goes_on(tmp_path, monk
     assert metrics["synth_ucf_A"]["step1"]["num_videos"] == 4  # the other test set went on
     assert victim.stem not in (run_dir / "evaluated_videos" / "ucf_crime.txt").read_text()
     assert [v.name for v in load_scores(run_dir / "scores" / "ucf_crime.npz")].count(victim.stem) == 0
+    assert sorted(p.name for p in (run_dir / "plots").iterdir()) == ["synth_ucf_A", "ucf_crime"]  # no staging left
+    assert sorted(p.name for p in (run_dir / "plots" / "ucf_crime").iterdir()) == ["curves.png", "timelines.png"]
     db = sqlite3.connect(tmp_path / "mlflow.db")
     counts = db.execute("select value from metrics where key='data/skipped_videos' order by timestamp").fetchall()
     assert counts[-1][0] == 1.0
