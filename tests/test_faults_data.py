@@ -265,6 +265,20 @@ def test_sync_uploads_a_run_whose_store_went_away_once(trained_run, synth_cache,
     assert code == 0 and "0 params, 0 metric values, 0 artifacts uploaded" in text
     assert before == {table: db.execute(f"select count(*) from {table}").fetchone()[0] for table in before}
 
+    # What the local copy gained since (logged while the store was unreachable) is all a third sync sends
+    metrics_log = (run_dir / "metrics.jsonl").read_text()
+    try:
+        (run_dir / "metrics.jsonl").write_text(metrics_log + json.dumps({"time": 1.0, "step": 99, "x/late": 0.5})
+                                               + "\n")
+        (run_dir / "late.txt").write_text("written later\n")
+        code, text = _run(capsys, "sync", "--run-dir", str(run_dir), "--tracking-uri", uri)
+        assert code == 0 and "0 params, 1 metric values, 1 artifacts uploaded" in text
+        assert db.execute("select value, step from metrics where key='x/late'").fetchall() == [(0.5, 99)]
+        assert (artifacts / "late.txt").read_text() == "written later\n"
+    finally:
+        (run_dir / "metrics.jsonl").write_text(metrics_log)
+        (run_dir / "late.txt").unlink(missing_ok=True)
+
 
 @pytest.mark.slow
 def test_sync_uploads_a_run_made_with_no_store(tmp_path, monkeypatch, synth_cache, capsys):
