@@ -169,3 +169,40 @@ def test_evaluate_reads_the_tracked_copy_when_the_local_scores_folder_is_empty(t
         moved.rename(run_dir / "scores")
     results = json.loads((run_dir / "metrics.json").read_text())["test"]
     assert code == 0 and f"{100 * results['synth_ucf_B']['step1']['auc']:7.2f}" in text
+
+
+def test_sync_takes_name_tags_status_and_params_from_the_loggers_record(tmp_path, capsys):
+    """The local record the logger writes (``run.json``, ``params.json``, ``metrics.jsonl``): what sync reads first."""
+    run_dir = tmp_path / "outputs" / "3" / "abc123"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({
+        "run_id": "abc123", "run_name": "copra-synth_ucf_A_to_synth_ucf_B", "experiment_name": "paper",
+        "tracking_uri": f"sqlite:///{tmp_path / 'gone.db'}", "status": "KILLED", "start_time": 1_700_000_000_000,
+        "end_time": 1_700_000_360_000, "tags": {"end_reason": "SIGTERM", "config_hash": "f00"}}))
+    (run_dir / "params.json").write_text(json.dumps({"model.lr": "0.003", "data.name": "synthA"}))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"time": 1_700_000_000 + s, "step": s, "train/loss": v})
+                                                   + "\n" for s, v in ((0, 0.7), (1, 0.6), (2, None)))
+                                           + '{"time": 1700000003, "st')  # cut by the kill
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    (run_dir / "run.lock").write_text("{}")
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    code, _ = run_cli(capsys, "sync", "--run-dir", str(run_dir), "--tracking-uri", uri)
+    assert code == 0
+    db = sqlite3.connect(tmp_path / "new.db")
+    (run_id, name, status, start, end, artifact_uri), = db.execute(
+        "select run_uuid, name, status, start_time, end_time, artifact_uri from runs").fetchall()
+    assert (name, status, start, end) == ("copra-synth_ucf_A_to_synth_ucf_B", "KILLED", 1_700_000_000_000,
+                                          1_700_000_360_000)
+    assert db.execute("select name from experiments where experiment_id = (select experiment_id from runs)"
+                      ).fetchone() == ("paper",)
+    tags = dict(db.execute("select key, value from tags").fetchall())
+    assert tags["end_reason"] == "SIGTERM" and tags["synced_from"] == "abc123"
+    assert dict(db.execute("select key, value from params").fetchall()) == {"model.lr": "0.003",
+                                                                            "data.name": "synthA"}
+    assert db.execute("select step, value from metrics order by step").fetchall() == [(0, 0.7), (1, 0.6)]
+    assert not Path(artifact_uri.replace("file://", "")).exists()  # checkpoints and the lock stay local
+
+    code, text = run_cli(capsys, "sync", "--run-dir", str(run_dir), "--tracking-uri", uri, "--with-checkpoints")
+    assert code == 0 and "0 metric values, 1 artifacts uploaded" in text
+    assert (Path(artifact_uri.replace("file://", "")) / "checkpoints" / "last.ckpt").read_bytes() == b"weights"
