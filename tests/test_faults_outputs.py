@@ -190,8 +190,8 @@ def test_sync_takes_name_tags_status_and_params_from_the_loggers_record(tmp_path
     code, _ = run_cli(capsys, "sync", "--run-dir", str(run_dir), "--tracking-uri", uri)
     assert code == 0
     db = sqlite3.connect(tmp_path / "new.db")
-    (run_id, name, status, start, end, artifact_uri), = db.execute(
-        "select run_uuid, name, status, start_time, end_time, artifact_uri from runs").fetchall()
+    (name, status, start, end, artifact_uri), = db.execute(
+        "select name, status, start_time, end_time, artifact_uri from runs").fetchall()
     assert (name, status, start, end) == ("copra-synth_ucf_A_to_synth_ucf_B", "KILLED", 1_700_000_000_000,
                                           1_700_000_360_000)
     assert db.execute("select name from experiments where experiment_id = (select experiment_id from runs)"
