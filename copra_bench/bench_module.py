@@ -186,7 +186,7 @@ class BenchModule(L.LightningModule, abc.ABC):
                 "p_anomaly": out.p_anomaly.detach().cpu()}
 
     def on_predict_epoch_end(self) -> None:
-        self.evaluator.assemble()
+        self.evaluator.assemble(self.trainer.datamodule)
 
     def on_predict_end(self) -> None:
         self.evaluator.publish_predictions(self.trainer)

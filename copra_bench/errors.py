@@ -26,3 +26,8 @@ class TrackingError(CopraError, RuntimeError):
 
 class EvaluationError(CopraError, ValueError):
     """Scores and ground truth do not fit together (lengths, missing windows, non-finite values)."""
+
+
+class OutputWriteError(CopraError, OSError):
+    """A result file (scores, metrics, plots, checkpoint) cannot be written: disk full, quota, permissions. The
+    message names the path and what to do; the files written before it are intact."""

@@ -4,7 +4,11 @@ One optimiser recipe for all of them, so that a comparison differs only in what 
 AdamW over the method's trainable tensors, optional linear warm-up, linear decay to 0 over the whole fit, gradient
 clipping by norm, and ``epochs`` as the method's Trainer default. Training uses manual optimisation so that every
 method gets the same guard: a non-finite loss or gradient stops training *before* the optimiser step, naming the
-global step and the videos of the batch, and the last checkpoint stays intact.
+global step and the videos of the batch, and the last checkpoint stays intact. After the step the trained tensors are
+checked again (an optimiser overflow, e.g. a learning rate of 1e38, is the same guard's error, not Adam's traceback),
+and :meth:`TrainedModule.on_save_checkpoint` refuses to write a checkpoint holding a non-finite tensor, so
+``last.ckpt`` is always the last good state. A validation pass whose scores are all equal (a collapse, e.g. a
+learning rate of 1e9 saturating the answer) is a warning naming the step.
 
 A method writes ``training_step`` as "compute a loss, call :meth:`TrainedModule.optimise`" (or several
 ``optimise`` calls, as GRPO does with ``num_iterations > 1``).
@@ -18,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from copra_bench.bench_module import BenchModule
 from copra_bench.errors import CopraError
@@ -28,6 +33,31 @@ from copra_bench.rl.engine import TrainingError
 # not apply.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
+
+
+#: Validation scores whose max - min is at most this are "all equal" (a collapsed method).
+COLLAPSE_SPREAD = 1e-6
+
+
+def nonfinite_count(tensors: Sequence[torch.Tensor]) -> int:
+    """How many of ``tensors`` hold a NaN or inf (one device sync per device, not per tensor)."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for tensor in tensors:
+        if tensor.is_floating_point() or tensor.is_complex():
+            by_device.setdefault(tensor.device, []).append(~torch.isfinite(tensor).all())
+    return sum(int(torch.stack(flags).sum()) for flags in by_device.values())
+
+
+def _tensors(prefix: str, state: Any) -> Iterable[tuple[str, torch.Tensor]]:
+    """Every tensor of a (nested) checkpoint entry, keyed by its path."""
+    if isinstance(state, torch.Tensor):
+        yield prefix.rstrip("."), state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            yield from _tensors(f"{prefix}{key}.", value)
+    elif isinstance(state, (list, tuple)):
+        for i, value in enumerate(state):
+            yield from _tensors(f"{prefix}{i}.", value)
 
 
 class TrainedModule(BenchModule):
@@ -63,6 +93,8 @@ class TrainedModule(BenchModule):
         self.grad_clip = float(grad_clip)
         self.warmup_steps = int(warmup_steps)
         self.epochs = int(epochs)
+        #: Why the trained state cannot be checkpointed (set when a step broke it), else None.
+        self._diverged: str | None = None
 
     # ------------------------------------------------------------------------------------------------- settings
     @property
@@ -98,7 +130,8 @@ class TrainedModule(BenchModule):
 
     # -------------------------------------------------------------------------------------------- the guarded step
     def optimise(self, loss: torch.Tensor, batch: dict) -> None:
-        """One guarded optimiser step on ``loss``: finite loss, backward, clip, finite gradients, step, schedule."""
+        """One guarded optimiser step on ``loss``: finite loss, backward, clip, finite gradients, step, finite
+        trained tensors, schedule."""
         if not torch.isfinite(loss).all():
             self.stop("non-finite loss", batch)
         optimizer = self.optimizers()
@@ -106,10 +139,56 @@ class TrainedModule(BenchModule):
         self.manual_backward(loss)
         if self.grad_clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in self.trainable_parameters()):
+        params = self.trainable_parameters()
+        if nonfinite_count([p.grad for p in params if p.grad is not None]):
             self.stop("non-finite gradients", batch)
-        optimizer.step()
+        step, rate = self.global_step, self.lr_schedulers().get_last_lr()[0]
+        try:
+            optimizer.step()
+        except RuntimeError as err:  # Adam's step size lr / (1 - beta1^t) does not fit the parameters' dtype
+            if "overflow" not in str(err):
+                raise
+            self.diverged(f"the optimiser step overflowed at global step {step} (learning rate {rate:g}: {err})", step)
+        if nonfinite_count(params):
+            names = {id(p): name for name, p in self.named_parameters()}
+            bad = [names.get(id(p), "?") for p in params if nonfinite_count([p])]
+            self.diverged(f"the optimiser step at global step {step} (learning rate {rate:g}) made {len(bad)} of "
+                          f"{len(params)} trained tensors non-finite (e.g. {', '.join(bad[:3])})", step)
         self.lr_schedulers().step()
+
+    def diverged(self, what: str, step: int) -> None:
+        """Stop after a step that broke the trained state: no checkpoint is written from this state."""
+        kept = ("the last checkpoint (written before this step) is intact; lower model.lr (now "
+                f"{self.lr:g}) and resume with --ckpt_path last, or start again" if step else
+                f"no checkpoint was written before it; lower model.lr (now {self.lr:g}) and start again")
+        self._diverged = f"{what}. Training stopped; no checkpoint is written from this state, {kept}."
+        raise TrainingError(self._diverged)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to write a checkpoint after a step that diverged or holding any non-finite tensor (model or
+        optimiser state): the checkpoint already on disk, the last good one, stays."""
+        super().on_save_checkpoint(checkpoint)
+        message = self._diverged
+        if message is None:
+            tensors = dict(_tensors("", checkpoint.get("state_dict", {})))
+            tensors.update(_tensors("optimizer.", checkpoint.get("optimizer_states", [])))
+            if nonfinite_count(list(tensors.values())):
+                bad = [key for key, tensor in tensors.items() if nonfinite_count([tensor])]
+                message = (f"{len(bad)} of {len(tensors)} tensors are not finite (e.g. {', '.join(bad[:3])}) at "
+                           f"global step {self.global_step}; the last checkpoint on disk is kept. Lower model.lr "
+                           f"(now {self.lr:g}) and resume with --ckpt_path last.")
+        if message is not None:
+            raise TrainingError(f"checkpoint not written: {message}")
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        spread = self.evaluator.validation_spread()
+        if self.trainer.sanity_checking or spread is None or spread[0] < 2 or spread[2] - spread[1] > COLLAPSE_SPREAD:
+            return
+        rank_zero_warn(f"collapse at global step {self.global_step}: all {spread[0]} validation scores are "
+                       f"{spread[1]:.6g}, so every AUC is 50% by construction. Training usually diverged: lower "
+                       f"model.lr (now {self.lr:g}) and train again from a checkpoint before the collapse.",
+                       stacklevel=2)
 
     def stop(self, what: str, batch: dict, inputs: Sequence[int] | None = None) -> None:
         """Raise the :class:`TrainingError` that names the step and the batch's videos (``inputs``: the offending

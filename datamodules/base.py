@@ -18,8 +18,8 @@ import numpy as np
 from torch.utils.data import DataLoader, default_collate
 
 from copra_bench.datamodules.datasets import (
-    CONDITIONING_UNITS, TRAIN_REGIMES, ClipDataset, ConditioningUnit, EpochShuffle, ResumableLoader, TrainRegime,
-    WindowDataset,
+    CONDITIONING_UNITS, TRAIN_REGIMES, ClipDataset, ConditioningUnit, EpochShuffle, ResumableLoader, SkipLedger,
+    TrainRegime, WindowDataset,
 )
 from copra_bench.datamodules.records import DataRecords, VideoRecord
 from copra_bench.datamodules.video_io import probe_video
@@ -68,7 +68,9 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
         fps: Override the fps read from the containers (frame folders: their rate; see each dataset's default).
         on_bad_video: ``error`` (default): missing or undecodable videos stop the run with one error listing every
             bad file; ``skip``: they are left out with a warning giving the count, and :meth:`records_to_log` hands the
-            run the count (``data/skipped_videos``), the list of files and each test set's evaluated videos.
+            run the count (``data/skipped_videos``), the list of files and each test set's evaluated videos. A test
+            video that probes fine but fails while its windows are decoded (a truncated file) follows the same
+            setting: an error naming the file, or skipped (:meth:`decode_failures`) while the others go on.
     """
 
     #: Which dataset's evaluation protocol this DataModule's test set follows (``ucf_crime``, ``xd_violence``,
@@ -112,6 +114,7 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
         self.train_records: list[VideoRecord] = []
         self.val_records: list[VideoRecord] = []
         self._test_sets: list[TestSet] | None = None
+        self._skip_ledger: SkipLedger | None = None
 
     # ----------------------------------------------------------------------------------------- what a dataset writes
     @property
@@ -285,10 +288,17 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
                           num_workers=self.num_workers, collate_fn=self.collate)
 
     def test_dataloader(self) -> list[DataLoader]:
+        self._skip_ledger = SkipLedger() if self.on_bad_video == "skip" else None
         return [DataLoader(WindowDataset(ts.records, spec=ts.window_spec, frame_size=self.frame_size,
-                                         unit=self.conditioning_unit, chunk_seconds=self.conditioning_chunk_seconds),
+                                         unit=self.conditioning_unit, chunk_seconds=self.conditioning_chunk_seconds,
+                                         name=ts.name, on_bad_video=self.on_bad_video, ledger=self._skip_ledger),
                            batch_size=self.test_batch_size, num_workers=self.num_workers, collate_fn=self.collate)
                 for ts in self.test_sets]
+
+    def decode_failures(self) -> dict[str, dict[int, str]]:
+        """Test videos skipped while decoding in the last test/predict pass (``on_bad_video: skip``): ``{test set:
+        {video index in the set: problem}}`` (this process's readers; the evaluator gathers the DDP ranks)."""
+        return self._skip_ledger.read() if self._skip_ledger is not None else {}
 
     def predict_dataloader(self) -> list[DataLoader]:
         return self.test_dataloader()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -10,7 +15,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from copra_bench.datamodules.records import VideoRecord
-from copra_bench.datamodules.video_io import iter_windows, read_frames, read_frames_seeking
+from copra_bench.datamodules.video_io import iter_windows, read_frames_seeking
+from copra_bench.errors import VideoDecodeError
 from copra_bench.windows import WindowSpec, half_window, uniform_indices, window_frame_indices, num_windows
 
 TrainRegime = Literal["sparse", "dense", "chunked"]
@@ -80,7 +86,9 @@ class ClipDataset(Dataset):
         jitter = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)))) if self.train else None
         indices = clip_indices(record.num_frames, k=self.frames_per_clip, regime=self.regime, fps=record.fps,
                                seconds=self.window_seconds, jitter=jitter, chunk_seconds=self.chunk_seconds)
-        frames = read_frames(record.path, indices, size=self.frame_size)
+        # The seek-read decodes a few GOPs per frame instead of the whole video up to the last index (a sparse clip
+        # spans the video); it returns the frames read_frames would, and falls back to it when it cannot be exact.
+        frames = read_frames_seeking(record.path, indices, size=self.frame_size)
         return {"frames": torch.from_numpy(frames), "label": record.label, "video_index": index,
                 "frame_indices": torch.from_numpy(indices)}
 
@@ -93,6 +101,34 @@ def _shard() -> tuple[int, int]:
     info = get_worker_info()
     workers, worker = (info.num_workers, info.id) if info else (1, 0)
     return rank * workers + worker, world * workers
+
+
+class SkipLedger:
+    """Where the test loader's readers (the main process or DataLoader workers, which share no memory with it)
+    record the videos they skipped while decoding under ``on_bad_video: skip``: one small file per video in a
+    private temporary folder, read back by the evaluator when the pass ends."""
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        if folder is None:
+            folder = tempfile.mkdtemp(prefix="copra_skipped_")
+            atexit.register(shutil.rmtree, folder, True)
+        self.folder = Path(folder)
+
+    def record(self, test_set: str, video_index: int, problem: str) -> None:
+        path = self.folder / test_set
+        path.mkdir(parents=True, exist_ok=True)
+        (path / f"{video_index}.txt").write_text(problem)
+
+    def read(self) -> dict[str, dict[int, str]]:
+        """``{test set: {video index: problem}}``."""
+        return {d.name: {int(f.stem): f.read_text() for f in d.glob("*.txt")}
+                for d in sorted(self.folder.iterdir()) if d.is_dir()} if self.folder.is_dir() else {}
+
+
+def decode_failure(path: Path, err: VideoDecodeError) -> str:
+    """The line a video that failed while its test windows were decoded gets in ``skipped_videos.txt``."""
+    return (f"undecodable while decoding its windows: {path} ({err}); probing passed, `data inspect --deep` "
+            "(decode every frame) finds such files before a run")
 
 
 class WindowDataset(IterableDataset):
@@ -108,10 +144,15 @@ class WindowDataset(IterableDataset):
     ``uniform_indices(unit_start, unit_end, K)`` of that unit; one tensor object shared by all windows of the unit).
     These K frames per unit are read by a short seek-read before the video's windows are streamed: they are the only
     frames decoded twice in a test pass.
+
+    A video that fails while decoding (a truncated file whose header is intact: probing passed) is an error naming
+    the file and ``on_bad_video``; with ``on_bad_video="skip"`` and a ``ledger`` it is recorded there under ``name``
+    with a warning and the next video follows (the evaluator leaves its windows out).
     """
 
     def __init__(self, records: list[VideoRecord], *, spec: WindowSpec, frame_size: int | None,
-                 unit: ConditioningUnit = "window", chunk_seconds: float = 120.0) -> None:
+                 unit: ConditioningUnit = "window", chunk_seconds: float = 120.0, name: str = "",
+                 on_bad_video: str = "error", ledger: SkipLedger | None = None) -> None:
         if unit not in CONDITIONING_UNITS:
             raise ValueError(f"conditioning unit must be one of {', '.join(CONDITIONING_UNITS)}, got {unit!r}")
         self.records = records
@@ -119,6 +160,9 @@ class WindowDataset(IterableDataset):
         self.frame_size = frame_size
         self.unit = unit
         self.chunk_seconds = chunk_seconds
+        self.name = name
+        self.on_bad_video = on_bad_video
+        self.ledger = ledger
 
     def windows_of(self, index: int) -> np.ndarray:
         record = self.records[index]
@@ -165,17 +209,32 @@ class WindowDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         reader, readers = _shard()
         for index in range(reader, len(self.records), readers):
-            record = self.records[index]
-            indices = self.windows_of(index)
-            keys, condition = (None, None) if self.unit == "window" else self._condition_frames(record)
-            for window, frames in iter_windows(record.path, indices, size=self.frame_size):
-                item = {"frames": torch.from_numpy(frames), "video_index": index, "window_index": window,
-                        "label": record.label}
-                if keys is not None:
-                    key = int(keys[window])
-                    item["condition_key"] = key
-                    item["condition_frames"] = condition[key]
-                yield item
+            try:
+                yield from self._items(index)
+            except VideoDecodeError as err:
+                path = self.records[index].path
+                if self.on_bad_video != "skip" or self.ledger is None:
+                    raise VideoDecodeError(
+                        f"{err}\nIt failed while its test windows were decoded (probing, which opens the container "
+                        "only, passed; `python -m copra_bench data inspect --deep` decodes every frame and finds "
+                        "such files). Re-encode or remove it, or set data.init_args.on_bad_video: skip to leave it "
+                        "out (listed in skipped_videos.txt, the other videos go on).") from err
+                problem = decode_failure(path, err)
+                self.ledger.record(self.name, index, problem)
+                warnings.warn(f"{self.name}: skipping {path} (on_bad_video: skip): {err}", stacklevel=2)
+
+    def _items(self, index: int) -> Iterator[dict]:
+        record = self.records[index]
+        indices = self.windows_of(index)
+        keys, condition = (None, None) if self.unit == "window" else self._condition_frames(record)
+        for window, frames in iter_windows(record.path, indices, size=self.frame_size):
+            item = {"frames": torch.from_numpy(frames), "video_index": index, "window_index": window,
+                    "label": record.label}
+            if keys is not None:
+                key = int(keys[window])
+                item["condition_key"] = key
+                item["condition_frames"] = condition[key]
+            yield item
 
 
 class EpochShuffle(Sampler[int]):

@@ -50,6 +50,8 @@ class SplitReport:
     error: str | None = None
     #: The split's annotation could not be read: its videos were still listed and checked (ground truth was not).
     annotation_error: str | None = None
+    #: Whether every frame was decoded (``--deep``), not only each container's header read.
+    deep: bool = False
 
     def problems(self) -> list[str]:
         """Why this split cannot run as specified (empty: it can)."""
@@ -82,9 +84,13 @@ def _probe(dm: VADDataModule, record: VideoRecord, deep: bool) -> tuple[str, str
     try:
         info = probe_video(record.path, fps=dm.frames_fps if record.path.is_dir() else None)
         if deep:  # decode every frame: catches files whose header is fine but whose data is truncated
-            decoded = sum(1 for _ in _decode(record.path))
+            try:
+                decoded = sum(1 for _ in _decode(record.path))
+            except VideoDecodeError as err:
+                raise VideoDecodeError(f"found by --deep, decoding every frame: {err}") from err
             if decoded < info.num_frames:
-                raise VideoDecodeError(f"only {decoded} of the {info.num_frames} frames the container claims decode")
+                raise VideoDecodeError(f"found by --deep: only {decoded} of the {info.num_frames} frames the "
+                                       "container claims decode")
     except VideoDecodeError as err:
         return "undecodable", f"{record.path} ({err})"
     record.num_frames = record.num_frames or info.num_frames
@@ -112,7 +118,7 @@ def inspect_split(dm: ReleaseDataModule, split: str, *, deep: bool = False, subs
         subset: Check only the videos present in the copy; the listed ones that are absent are counted
             (``absent``), and the split's expected size is then the number present.
     """
-    report = SplitReport(dataset=dm.name, split=split)
+    report = SplitReport(dataset=dm.name, split=split, deep=deep)
     try:
         dm.prepare_data()
         try:
@@ -225,6 +231,9 @@ def format_report(reports: list[SplitReport]) -> str:
             lines.append(f"  subset: {r.absent} of the {r.absent + r.listed} listed videos are not in this copy "
                          f"(not checked); checked the {r.listed} present")
         lines += _section("missing", r.missing) + _section("undecodable", r.undecodable)
+        if not r.deep and r.listed:
+            lines.append("  decoding: headers read only; a truncated file whose header is intact passes here and "
+                         "fails in the run (--deep decodes every frame)")
         frames = f"  frames: {r.total_frames} total"
         if r.anomalous_frames is not None:
             share = 100.0 * r.anomalous_frames / max(r.total_frames, 1)

@@ -132,7 +132,9 @@ def _evaluate_run_id(run_id: str, args: argparse.Namespace) -> tuple[list, Evalu
     settings = _settings(args, recorded)
     local = Path(run.data.tags.get("run_dir", ""))
     with tempfile.TemporaryDirectory() as tmp:
-        if run.data.tags.get("run_dir") and (local / "scores").is_dir():
+        # The run's local copy when it holds the scores; else (another machine, a scores folder emptied or never
+        # filled) the tracked copy.
+        if run.data.tags.get("run_dir") and any((local / "scores").glob("*.npz")):
             folder = local
         else:
             from mlflow.artifacts import download_artifacts

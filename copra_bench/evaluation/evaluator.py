@@ -11,6 +11,8 @@ gathering is torchmetrics' (``cat`` states synced in ``compute``).
 from __future__ import annotations
 
 import abc
+import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +23,11 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from copra_bench.errors import EvaluationError
-from copra_bench.evaluation.assembly import VideoScores, WindowScoreCollector
+from copra_bench.evaluation.assembly import (
+    VideoScores,
+    WindowScoreCollector,
+    assemble_windows,
+)
 from copra_bench.evaluation.metrics import video_auc
 from copra_bench.evaluation.protocol import (
     AP_PRIMARY,
@@ -39,13 +45,15 @@ class TestSetResult:
     """Everything a test pass produced for one test set: per-video scores and the metrics of every step.
 
     ``family`` is the test set's own dataset family (recorded in its scores file); ``evaluation.family`` is the one
-    whose parameters were used (another when the preset forces it)."""
+    whose parameters were used (another when the preset forces it). ``skipped``: the videos left out because they
+    failed while decoding (``on_bad_video: skip``), one line each for ``skipped_videos.txt``."""
 
     name: str
     evaluation: TestSetEvaluation
     videos: list[VideoScores]
     stride: int
     family: str
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def metrics(self) -> StepMetrics:
@@ -87,6 +95,7 @@ class VideoAUCMetric(Metric):
 
     def __init__(self) -> None:
         super().__init__(compute_with_cache=False)
+        self.spread: tuple[int, float, float] | None = None
         for key, dtype in (("scores", torch.float32), ("labels", torch.int64)):
             self.add_state(key, default=[], dist_reduce_fx="cat")
             getattr(self, key).append(torch.zeros(0, dtype=dtype))  # typed, for ranks that see no clip
@@ -96,8 +105,9 @@ class VideoAUCMetric(Metric):
         self.labels.append(labels.detach().reshape(-1).to(self.device, torch.int64))
 
     def compute(self) -> float | None:
-        """The AUC (None when no clip was scored)."""
+        """The AUC (None when no clip was scored); :attr:`spread` is then ``(clips, min score, max score)``."""
         scores = dim_zero_cat(self.scores).cpu().numpy().astype(np.float64)  # a list, or one tensor once synced
+        self.spread = (int(scores.size), float(scores.min()), float(scores.max())) if scores.size else None
         if scores.size == 0:
             return None
         return video_auc(scores, dim_zero_cat(self.labels).cpu().numpy())
@@ -108,6 +118,37 @@ def _state_device(device: torch.device) -> torch.device:
     only); else the CPU, so a long test pass keeps no scores or features in accelerator memory."""
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     return device if distributed and torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+
+
+def decode_failures(datamodule: Any) -> dict[str, dict[int, str]]:
+    """The test videos the DataModule's loaders skipped while decoding (``{test set: {video index: problem}}``),
+    over every DDP rank (every rank must call this under DDP)."""
+    failures = getattr(datamodule, "decode_failures", dict)()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, failures)
+        failures = {}
+        for part in gathered:
+            for name, videos in (part or {}).items():
+                failures.setdefault(name, {}).update(videos)
+    return failures
+
+
+def assemble_without(collector: WindowScoreCollector, skipped: dict[int, str]) -> list[VideoScores]:
+    """The collector's videos, leaving out those in ``skipped`` (video index -> problem) and whatever windows of
+    them were scored before their decoding failed."""
+    if not skipped:
+        return collector.assemble()
+    test_set = collector.test_set
+    kept = [i for i in range(len(test_set.records)) if i not in skipped]
+    new_index = np.full(len(test_set.records), -1, dtype=np.int64)
+    new_index[kept] = np.arange(len(kept))
+    data = collector.compute()
+    rows = new_index[data["video_index"]] >= 0
+    subset = dataclasses.replace(test_set, records=[test_set.records[i] for i in kept])
+    return assemble_windows(subset, video_index=new_index[data["video_index"][rows]],
+                            window_index=data["window_index"][rows], scores=data["scores"][rows],
+                            features=None if data["features"] is None else data["features"][rows])
 
 
 def _sinks(trainer: L.Trainer) -> list[ResultSink]:
@@ -141,6 +182,11 @@ class Evaluator:
         """The epoch's video AUC over every rank's clips (every rank must call it under DDP)."""
         return self._validation.compute()
 
+    def validation_spread(self) -> tuple[int, float, float] | None:
+        """``(clips, min score, max score)`` of the epoch's validation pass over every rank (None when no clip was
+        scored): equal min and max is a collapsed method. Call after :meth:`validation_auc`."""
+        return self._validation.spread
+
     # ------------------------------------------------------------------------------------------ test and predict
     def start(self, test_sets: list, device: torch.device) -> None:
         """One collector per test set, in test-dataloader order (``device``: the module's)."""
@@ -156,17 +202,27 @@ class Evaluator:
         """Evaluate every test set on its own: one that fails (missing windows, NaN scores) is recorded in
         ``errors`` and the others are still evaluated. Kept as :attr:`outcome` until the next pass."""
         outcome = TestOutcome()
+        failures = decode_failures(datamodule)
         for collector in self._collectors:
             test_set = collector.test_set
             stride = test_set.window_spec.stride
+            skipped = failures.get(test_set.name, {})
+            if skipped:
+                warnings.warn(f"{test_set.name}: {len(skipped)} of {len(test_set.records)} videos were skipped "
+                              f"while decoding (on_bad_video: skip) and are left out of its metrics, e.g. "
+                              f"{next(iter(skipped.values()))}", stacklevel=2)
             try:
-                videos = collector.assemble()
+                videos = assemble_without(collector, skipped)
                 evaluation = evaluate_test_set(test_set.name, videos, stride, self.settings, family=test_set.family)
             except EvaluationError as err:
                 outcome.errors[test_set.name] = str(err)
                 continue
+            if skipped:  # said next to the numbers (the table, metrics.json): they are over fewer videos
+                for step in evaluation.steps.values():
+                    step.notes.append(f"{len(skipped)} videos skipped while decoding (on_bad_video: skip), listed "
+                                      "in skipped_videos.txt")
             outcome.results[test_set.name] = TestSetResult(test_set.name, evaluation, videos, stride,
-                                                           test_set.family)
+                                                           test_set.family, [skipped[i] for i in sorted(skipped)])
         outcome.protocol = protocol_params([r.evaluation for r in outcome.results.values()], self.settings,
                                            datamodule)
         families = datamodule.test_set_families() if datamodule is not None else {}
@@ -175,9 +231,12 @@ class Evaluator:
         self.outcome = outcome
         return outcome
 
-    def assemble(self) -> dict[str, list[VideoScores]]:
-        """Per-video scores of every test set of a predict pass (raises on missing or duplicated windows)."""
-        self.predictions = {c.test_set.name: c.assemble() for c in self._collectors}
+    def assemble(self, datamodule: Any = None) -> dict[str, list[VideoScores]]:
+        """Per-video scores of every test set of a predict pass (raises on missing or duplicated windows), without
+        the videos the DataModule's loaders skipped while decoding."""
+        failures = decode_failures(datamodule)
+        self.predictions = {c.test_set.name: assemble_without(c, failures.get(c.test_set.name, {}))
+                            for c in self._collectors}
         self._collectors = []
         return self.predictions
 

@@ -3,25 +3,62 @@ data records and the results table, used by the test pass (:class:`~copra_bench.
 and by ``python -m copra_bench evaluate``.
 
 Files are written to a local folder first and then uploaded to the run's MLflow artifacts, into the same relative
-folder (under ``artifact_root`` when given). The upload goes through the project's
+folder (under ``artifact_root`` when given). Each file is written to a temporary name and renamed into place
+(:func:`write_atomic`), so a disk that fills up mid-write never replaces a good file with half of one: the error
+names the path and what to do, and what was already written stays. The upload goes through the project's
 :class:`~copra_bench.tracking.logger.MLFlowLogger`, or through :class:`AttachedRun` (the same methods) for a run
 that ``evaluate`` attaches to afterwards.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import shutil
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from copra_bench.errors import OutputWriteError
 from copra_bench.evaluation.assembly import VideoScores, save_scores
 from copra_bench.evaluation.evaluator import TestSetResult
 from copra_bench.evaluation.plots import save_plots
 
 from .logger import MLFLOW_PARAM_LIMIT, MLFlowLogger
+
+
+def write_error(path: Path, err: OSError) -> OutputWriteError:
+    """The user-facing error for a failed write of ``path``: the path, the cause and what to do."""
+    path = Path(path).absolute()
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+    what = (f"the disk is full (free space on the file system of {path.parent}, or write the run elsewhere"
+            if full else "check the folder's permissions and free space, or write the run elsewhere")
+    return OutputWriteError(f"cannot write {path}: {err.strerror or err}. {what.capitalize()}: "
+                            "trainer.logger.init_args.local_dir / trainer.default_root_dir). The files written before "
+                            "it are intact.")
+
+
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
+    """``write(temporary path)`` next to ``path``, then rename it to ``path`` (atomic on one file system): a failed
+    write leaves the previous file, if any, untouched. Raises :class:`OutputWriteError` naming ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, err) from err
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 class AttachedRun:
@@ -71,6 +108,9 @@ def metrics_document(results: list[TestSetResult], *, protocol: dict[str, Any],
     """What ``metrics.json`` holds: per test set and step (undefined metrics null with their reason), the protocol,
     and for a test pass the conventions and timing."""
     document: dict[str, Any] = {"test": {r.name: r.evaluation.as_json() for r in results}, "protocol": protocol}
+    for r in results:
+        if r.skipped:
+            document["test"][r.name].update(skipped_videos=len(r.skipped), skipped=list(r.skipped))
     if conventions is not None:
         document.update(conventions=conventions, timing=timing or {})
     return document
@@ -126,18 +166,29 @@ class RunResultsWriter:
 
     def save_scores(self, result: TestSetResult) -> Path:
         """``scores/<test set>.npz`` with ``meta/stride`` and ``meta/dataset_family`` (``evaluate`` reads both)."""
-        path = save_scores(self.folder / "scores" / f"{result.name}.npz", result.videos,
-                           extra={"stride": result.stride, "dataset_family": result.family})
+        extra = {"stride": result.stride, "dataset_family": result.family}
+        path = write_atomic(self.folder / "scores" / f"{result.name}.npz",
+                            lambda tmp: save_scores(tmp, result.videos, extra=extra))
         self.upload(path)
         return path
 
     def save_predictions(self, name: str, videos: list[VideoScores]) -> Path:
-        path = save_scores(self.folder / "predictions" / f"{name}.npz", videos)
+        path = write_atomic(self.folder / "predictions" / f"{name}.npz", lambda tmp: save_scores(tmp, videos))
         self.upload(path)
         return path
 
     def save_plots(self, result: TestSetResult) -> list[Path]:
-        plots = save_plots(self.folder / "plots" / result.name, result.evaluation, result.videos)
+        """Both figures, drawn into a staging folder and renamed into ``plots/<test set>/``."""
+        folder = self.folder / "plots" / result.name
+        staging = folder.with_name(f".{result.name}.tmp{os.getpid()}")
+        plots = []
+        try:
+            for drawn in save_plots(staging, result.evaluation, result.videos):
+                plots.append(write_atomic(folder / drawn.name, lambda tmp, src=drawn: os.replace(src, tmp)))
+        except OSError as err:
+            raise (err if isinstance(err, OutputWriteError) else write_error(folder, err)) from err
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         for plot in plots:
             self.upload(plot)
         return plots
@@ -145,10 +196,8 @@ class RunResultsWriter:
     def write_metrics(self, results: list[TestSetResult], *, protocol: dict[str, Any],
                       conventions: dict[str, str] | None = None, timing: dict[str, float] | None = None) -> Path:
         """``metrics.json`` (see :func:`metrics_document`), uploaded with the ``protocol.*`` params."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / "metrics.json"
         document = metrics_document(results, protocol=protocol, conventions=conventions, timing=timing)
-        path.write_text(json.dumps(document, indent=2, default=str))
+        path = write_text_atomic(self.folder / "metrics.json", json.dumps(document, indent=2, default=str))
         if self.logger is not None:
             log_protocol_params(self.logger, protocol)
             self.upload(path)
@@ -163,7 +212,9 @@ class RunResultsWriter:
     def save_test(self, results: list[TestSetResult], *, protocol: dict[str, Any],
                   conventions: dict[str, str] | None = None, timing: dict[str, float] | None = None,
                   with_scores: bool = True) -> Path:
-        """Scores (unless ``with_scores`` is off), plots of every test set, then ``metrics.json``."""
+        """Scores (unless ``with_scores`` is off), plots of every test set, the videos skipped while decoding, then
+        ``metrics.json``."""
+        self.record_decode_skips(results)
         for result in results:
             if with_scores:
                 self.save_scores(result)
@@ -177,13 +228,27 @@ class RunResultsWriter:
         if self.logger is not None:
             self.logger.log_metrics({"data/skipped_videos": float(count)})
         if count:
-            path = self.folder / "skipped_videos.txt"
-            path.write_text("".join(f"{key}\t{line}\n" for key, lines in skipped.items() for line in lines))
+            path = write_text_atomic(self.folder / "skipped_videos.txt",
+                                     "".join(f"{key}\t{line}\n" for key, lines in skipped.items() for line in lines))
             self.upload(path)
-        if evaluated:
-            folder = self.folder / "evaluated_videos"
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, videos in evaluated.items():
-                path = folder / f"{name}.txt"
-                path.write_text("".join(f"{v}\n" for v in videos))
-                self.upload(path)
+        for name, videos in evaluated.items():
+            self.upload(write_text_atomic(self.folder / "evaluated_videos" / f"{name}.txt",
+                                          "".join(f"{v}\n" for v in videos)))
+
+    def record_decode_skips(self, results: list[TestSetResult]) -> None:
+        """Add the videos a test pass skipped while decoding (``TestSetResult.skipped``) to ``skipped_videos.txt``
+        (after those left out when probing), log the new ``data/skipped_videos`` count, and write each such test
+        set's ``evaluated_videos/<test set>.txt`` again without them."""
+        added = [f"{r.name}/test\t{line}" for r in results for line in r.skipped]
+        if not added:
+            return
+        path = self.folder / "skipped_videos.txt"
+        lines = path.read_text().splitlines() if path.is_file() else []
+        lines += [line for line in added if line not in lines]
+        self.upload(write_text_atomic(path, "".join(f"{line}\n" for line in lines)))
+        if self.logger is not None:
+            self.logger.log_metrics({"data/skipped_videos": float(len(lines))})
+        for r in results:
+            if r.skipped:
+                self.upload(write_text_atomic(self.folder / "evaluated_videos" / f"{r.name}.txt",
+                                              "".join(f"{v.name}\n" for v in r.videos)))
