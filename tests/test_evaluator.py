@@ -151,3 +151,17 @@ def test_writer_puts_every_file_where_evaluate_and_the_report_read_it(tmp_path):
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(saved) == {"test", "protocol", "conventions", "timing"}
     assert saved["test"]["ts"]["dataset"] == "shanghaitech"
+
+
+def test_ap_convention_follows_the_preset_not_only_the_dataset():
+    """``conventions.ap_convention`` names the AP the preset reports as primary (vadclip: its own step AP on
+    XD-Violence too, where vera_code reports XDVioDet's trapezoid AP)."""
+    from copra_bench.evaluation.evaluator import Evaluator
+    from copra_bench.evaluation.protocol import EvaluationSettings
+
+    families = {"ucf": "ucf_crime", "xd": "xd_violence"}
+    assert Evaluator(EvaluationSettings(postprocess="vera_code")).conventions(families)["ap_convention"] == \
+        "ucf=step,xd=trapz"
+    assert Evaluator(EvaluationSettings(postprocess="vadclip")).conventions(families)["ap_convention"] == "step"
+    assert Evaluator(EvaluationSettings(postprocess="vera_code,ap=trapz")).conventions(families)[
+        "ap_convention"] == "trapz"

@@ -29,8 +29,8 @@ from copra_bench.evaluation.assembly import (
     assemble_windows,
 )
 from copra_bench.evaluation.metrics import video_auc
+from copra_bench.evaluation.recipes import resolve_protocol
 from copra_bench.evaluation.protocol import (
-    AP_PRIMARY,
     CLASS_AUC_CONVENTION,
     EvaluationSettings,
     StepMetrics,
@@ -253,7 +253,9 @@ class Evaluator:
     # ------------------------------------------------------------------------------------------------ conventions
     def conventions(self, families: dict[str, str]) -> dict[str, str]:
         """How the logged metrics are defined (``conventions.*``), for test sets ``{name: dataset family}``."""
-        primaries = {name: AP_PRIMARY[family] for name, family in families.items()}
+        # The preset decides the primary AP (vadclip / rtfm / lavad use their method's own), not the dataset alone.
+        primaries = {name: resolve_protocol(self.settings.postprocess, family).ap_primary
+                     for name, family in families.items()}
         ap = (next(iter(primaries.values())) if len(set(primaries.values())) == 1
               else ",".join(f"{k}={v}" for k, v in primaries.items()) or "per dataset")
         return {"metric_aggregation": "micro (all test frames concatenated)", "ap_convention": ap,
