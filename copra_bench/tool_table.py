@@ -15,6 +15,7 @@ TOOLS: dict[str, str] = {
     "evaluate": "copra_bench.evaluation.command:run_evaluate",
     "sweep": "copra_bench.sweep.command:sweep_command",
     "report": "copra_bench.report.command:report_command",
+    "transfer": "copra_bench.transfer.command:transfer_command",
 }
 
 #: One line per tool for the top-level ``--help``.
@@ -23,6 +24,7 @@ TOOL_SUMMARIES: dict[str, str] = {
     "evaluate": "every metric again from a run's saved scores, without re-running the model",
     "sweep": "a grid of runs from a sweep file, resumable",
     "report": "Markdown + HTML leaderboard of an MLflow experiment",
+    "transfer": "zero-shot transfer: MC video QA / captioning with a trained method (inspect: the doctor)",
 }
 
 #: The Lightning subcommands, one line each, in the order LightningCLI lists them.
