@@ -27,7 +27,7 @@ from copra_bench.vlm.inputs import (
     video_processor_kwargs,
 )
 
-__all__ = ["Adapter", "generate_answers", "prepare_documents"]
+__all__ = ["Adapter", "choose_letters", "generate_answers", "prepare_documents"]
 
 #: ``adapter(clips) -> context manager`` inside which the backbone answers these clips adapted (None: frozen).
 Adapter = Callable[[list[torch.Tensor]], AbstractContextManager]
@@ -85,3 +85,21 @@ def generate_answers(backbone: VLMBackbone, messages: Sequence[list[dict[str, An
         return decoded_completions(backbone.model, backbone.tokenizer, inputs, max_new_tokens=max_new_tokens,
                                    do_sample=False, temperature=1.0, num_return_sequences=1, top_k=None, top_p=1.0,
                                    repetition_penalty=penalty)
+
+
+@torch.no_grad()
+def choose_letters(backbone: VLMBackbone, messages: Sequence[list[dict[str, Any]]], clips: list[torch.Tensor],
+                   fps: Sequence[float], *, letters: Sequence[str], adapter: Adapter | None = None) -> list[str]:
+    """The letter of ``letters`` with the highest next-token logit right after each prompt (one forward, last
+    position only): lmms-eval's ``output_type: multiple_choice`` scoring by likelihood instead of parsing a
+    generated answer. Every row gets an answer, so it measures preference even for a model that cannot yet follow
+    the answer format (the built-in random tiny models); it is not the official protocol of VRU-Accident."""
+    from copra_bench.vlm.inputs import single_token_ids
+
+    ids = torch.tensor(single_token_ids(backbone.tokenizer, tuple(letters), backbone.name))
+    inputs = prepare_documents(backbone, messages, clips, fps)
+    context = contextlib.nullcontext() if adapter is None else adapter(as_clip_list(clips))
+    with context:
+        last = backbone.model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+    picked = last[:, ids.to(last.device)].float().argmax(dim=-1).tolist()
+    return [letters[i] for i in picked]

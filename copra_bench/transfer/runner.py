@@ -22,8 +22,9 @@ from copra_bench.datamodules.video_io import VideoInfo, probe_video
 from copra_bench.errors import DataError
 
 from .frames import frame_indices, read_document_frames
-from .generation import generate_answers
+from .generation import choose_letters, generate_answers
 from .methods import TransferMethod
+from .multiple_choice import LETTERS
 from .task import DocResult, Document, Fault, TaskData, TransferTask
 
 __all__ = ["TransferOutcome", "VariantOutcome", "run_task"]
@@ -126,8 +127,12 @@ def run_task(task: TransferTask, method: TransferMethod, *, data: TaskData | Non
             messages = [task.doc_to_messages(d) for d in readable]
             for variant, adapter in variants.items():
                 start = _now()
-                texts = generate_answers(method.backbone, messages, clips, fps, max_new_tokens=task.max_new_tokens,
-                                         adapter=adapter, repetition_penalty=repetition_penalty)
+                if getattr(task, "answer_mode", "generate") == "letter_logits":
+                    texts = choose_letters(method.backbone, messages, clips, fps, letters=LETTERS, adapter=adapter)
+                else:
+                    texts = generate_answers(method.backbone, messages, clips, fps,
+                                             max_new_tokens=task.max_new_tokens, adapter=adapter,
+                                             repetition_penalty=repetition_penalty)
                 seconds[variant] += _now() - start
                 for doc, text in zip(readable, texts, strict=True):
                     result = task.process_result(doc, text)

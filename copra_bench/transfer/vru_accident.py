@@ -81,6 +81,9 @@ class VRUAccidentVQA(_VRUAccident, TransferTask):
         num_frames: frames per video (official: 8).
         max_new_tokens: official: 10.
         answer_from_last_line: read the letter from the output's last line, as the official Qwen post-processor.
+        answer_mode: ``generate`` (official: greedy text, then the letter parsed from it) or ``letter_logits``
+            (the letter with the highest next-token logit after the prompt, lmms-eval's likelihood scoring; not the
+            benchmark's protocol, recorded as ``transfer.answer_mode``).
     """
 
     name = "vru_accident_vqa"
@@ -90,9 +93,17 @@ class VRUAccidentVQA(_VRUAccident, TransferTask):
     protocol_source = SOURCE
     group_keys = ("category", "subset")
 
-    def __init__(self, *, answer_from_last_line: bool = True, **kwargs) -> None:
+    def __init__(self, *, answer_from_last_line: bool = True, answer_mode: str = "generate", **kwargs) -> None:
         super().__init__(**kwargs)
+        if answer_mode not in ("generate", "letter_logits"):
+            raise TransferError(f"task.init_args.answer_mode must be generate or letter_logits, got {answer_mode!r}")
         self.answer_from_last_line = bool(answer_from_last_line)
+        self.answer_mode = answer_mode
+
+    def protocol(self) -> dict:
+        return {**super().protocol(), "answer_mode": self.answer_mode,
+                "answer_parsing": "first \\b[A-D]\\b of the " + ("last line" if self.answer_from_last_line
+                                                                    else "whole output")}
 
     def load(self) -> TaskData:
         docs: list[Document] = []
