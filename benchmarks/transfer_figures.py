@@ -23,7 +23,10 @@ from pathlib import Path
 
 from copra_bench.transfer.methods import load_method
 from copra_bench.transfer.runner import run_task
-from copra_bench.transfer.synthetic import SyntheticVRUAccidentCaption, SyntheticVRUAccidentVQA
+from copra_bench.transfer.synthetic import (
+    SyntheticVRUAccidentCaption,
+    SyntheticVRUAccidentVQA,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {

@@ -8,14 +8,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from copra_bench.datamodules.synthetic.writers import write_mp4
 from copra_bench.datamodules.video_io import VideoInfo
+
 from copra_bench.transfer.frames import frame_indices
 from copra_bench.transfer.hivau import HIVAUCaption
-from copra_bench.transfer.multiple_choice import accuracy_metrics, extract_choice, parse_options, score_choice
+from copra_bench.transfer.multiple_choice import (
+    accuracy_metrics,
+    extract_choice,
+    parse_options,
+    score_choice,
+)
 from copra_bench.transfer.task import DocResult, Document, TransferError
-from copra_bench.transfer.vru_accident import CAPTION_PROMPT, VRUAccidentCaption, VRUAccidentVQA
+from copra_bench.transfer.vru_accident import (
+    CAPTION_PROMPT,
+    VRUAccidentCaption,
+    VRUAccidentVQA,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "transfer"
 
@@ -147,9 +156,10 @@ def test_frame_sampling_matches_each_benchmarks_code():
     seg = 99 / 12
     assert frame_indices("segment_centres", 12, info).tolist() == [int(seg / 2 + np.round(seg * i))
                                                                    for i in range(12)]
-    # a span in seconds: [round(1.0 * 25), min(round(2.0 * 25), 99)] = [25, 50]
-    seg = 25 / 4
-    assert frame_indices("segment_centres", 4, info, (1.0, 2.0)).tolist() == [int(25 + seg / 2 + np.round(seg * i))
+    # a span in seconds: split_video.py cuts frames 25..49 (int(1.0 * 25) to min(int(2.0 * 25), 99), exclusive)
+    # into a 25-frame clip; get_index on it: centres of 4 segments of [0, 24], shifted back by 25
+    seg = 24 / 4
+    assert frame_indices("segment_centres", 4, info, (1.0, 2.0)).tolist() == [25 + int(seg / 2 + np.round(seg * i))
                                                                               for i in range(4)]
     short = VideoInfo(num_frames=3, fps=25.0, width=32, height=32)
     assert len(frame_indices("vru_arange", 8, short)) == 8 and frame_indices("vru_arange", 8, short).max() <= 2

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from copra_bench.datamodules.synthetic.writers import write_mp4
 
 from copra_bench.cli import main
-from copra_bench.datamodules.synthetic.writers import write_mp4
 from copra_bench.transfer.methods import TransferMethod, load_method
 from copra_bench.transfer.runner import run_task
 from copra_bench.transfer.task import TransferError
@@ -124,3 +124,13 @@ def test_transfer_cli_end_to_end_on_the_embedded_default_with_mlflow_and_the_rep
     assert main(["report", "--experiment", "t", "--out", "rep", "--tracking-uri", "sqlite:///mlflow.db"]) == 0
     report = (tmp_path / "rep" / "leaderboard.md").read_text()
     assert "Transfer: synthetic_vqa" in report and "| frozen" in report
+
+
+def test_a_soft_prompt_adapts_the_transfer_prompts(vru_root):
+    # prompt tuning adapts the prepared inputs (an input transform): the adapter must be on while they are prepared
+    method = load_method(model=str(ROOT / "configs/model/prompt_tuning_tiny.yaml"), allow_untrained=True)
+    assert method.adapter is not None
+    outcome = run_task(VRUAccidentVQA(root=str(vru_root), subsets=["DoTA"]), method, batch_size=6, limit=6,
+                       compare_unadapted=True)
+    adapted, plain = ([r.output for r in outcome.variants[v].results] for v in ("adapted", "unadapted"))
+    assert adapted != plain

@@ -2,9 +2,11 @@
 
 * ``vru_arange``: VRU-Accident's loader for the Qwen / LLaVA-NeXT models (``utils/utils.py:DataLoader``):
   ``np.arange(0, total_frames, total_frames / 8).astype(int)``, i.e. K frames from frame 0 at a fixed stride.
-* ``segment_centres``: HolmesVAU / InternVL's ``get_index`` (``holmesvau/holmesvau_utils.py``, ``select_frames=12``):
-  the span ``[round(start * fps), min(round(end * fps), last frame)]`` cut into K equal segments, the centre frame of
-  each (``int(start + seg / 2 + round(seg * i))``).
+* ``segment_centres``: HolmesVAU / InternVL's ``get_index`` (``holmesvau/holmesvau_utils.py``, ``select_frames=12``)
+  on the whole video: ``[0, last frame]`` cut into K equal segments, the centre frame of each
+  (``int(seg / 2 + round(seg * i))``). On a span, the frames ``get_index`` picks from the clip file
+  ``HIVAU-70k/split_video.py`` cuts (frames ``int(start * fps) .. min(int(end * fps), last frame) - 1``), mapped
+  back to the source video, so no cut files are needed.
 
 Spans are seconds of the source video, read by seeking (:func:`read_frames_seeking`), never from pre-cut files.
 """
@@ -32,11 +34,13 @@ def frame_indices(sampling: str, num_frames: int, info: VideoInfo,
         total = max(stop - start, 1)
         picked = np.arange(0, total, total / num_frames).astype(int)[:num_frames] + start
     elif sampling == "segment_centres":
-        start, end = (-100000.0, 100000.0) if span is None else span
-        start_idx = max(0, round(start * info.fps))
-        end_idx = min(round(end * info.fps), last)
-        seg = float(end_idx - start_idx) / num_frames
-        picked = np.array([int(start_idx + seg / 2 + np.round(seg * i)) for i in range(num_frames)])
+        if span is None:
+            offset, clip_last = 0, last
+        else:  # split_video.py: get_batch(range(int(start * fps), min(int(end * fps), last))) -> a new file
+            offset = int(span[0] * info.fps)
+            clip_last = max(min(int(span[1] * info.fps), last) - offset - 1, 0)
+        seg = float(clip_last) / num_frames
+        picked = np.array([offset + int(seg / 2 + np.round(seg * i)) for i in range(num_frames)])
     else:
         raise ValueError(f"unknown frame sampling {sampling!r}; one of {', '.join(SAMPLINGS)}")
     if len(picked) < num_frames:  # a video shorter than K frames: repeat the last one

@@ -78,10 +78,10 @@ def generate_answers(backbone: VLMBackbone, messages: Sequence[list[dict[str, An
     ``repetition_penalty`` None uses the checkpoint's own (Qwen2-VL-Instruct ships 1.05), as the benchmarks'
     ``model.generate(max_new_tokens=..., do_sample=False)`` does.
     """
-    inputs = prepare_documents(backbone, messages, clips, fps)
     penalty = checkpoint_repetition_penalty(backbone) if repetition_penalty is None else float(repetition_penalty)
     context = contextlib.nullcontext() if adapter is None else adapter(as_clip_list(clips))
-    with context:
+    with context:  # entered before the inputs are prepared: a soft prompt adapts them (an input transform)
+        inputs = prepare_documents(backbone, messages, clips, fps)
         return decoded_completions(backbone.model, backbone.tokenizer, inputs, max_new_tokens=max_new_tokens,
                                    do_sample=False, temperature=1.0, num_return_sequences=1, top_k=None, top_p=1.0,
                                    repetition_penalty=penalty)
@@ -97,9 +97,9 @@ def choose_letters(backbone: VLMBackbone, messages: Sequence[list[dict[str, Any]
     from copra_bench.vlm.inputs import single_token_ids
 
     ids = torch.tensor(single_token_ids(backbone.tokenizer, tuple(letters), backbone.name))
-    inputs = prepare_documents(backbone, messages, clips, fps)
     context = contextlib.nullcontext() if adapter is None else adapter(as_clip_list(clips))
     with context:
+        inputs = prepare_documents(backbone, messages, clips, fps)
         last = backbone.model(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
     picked = last[:, ids.to(last.device)].float().argmax(dim=-1).tolist()
     return [letters[i] for i in picked]
