@@ -50,9 +50,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", action="append", default=[], help="method=checkpoint, once per trained seed")
     parser.add_argument("--out", default="/tmp/transfer_figures.json")
+    parser.add_argument("--add", action="store_true", help="add to the records already in --out (no frozen run)")
     args = parser.parse_args()
-    methods = [("frozen", None)] + [tuple(item.split("=", 1)) for item in args.ckpt]
-    records = []
+    methods = ([] if args.add else [("frozen", None)]) + [tuple(item.split("=", 1)) for item in args.ckpt]
+    records = json.loads(Path(args.out).read_text()) if args.add else []
     for name, ckpt in methods:
         started = time.perf_counter()
         if ckpt is None:

@@ -79,3 +79,16 @@ def test_every_metric_reports_its_implementation_and_the_unavailable_ones_why():
         from copra_bench.transfer.caption_metrics import _spice
 
         _spice(REFS, HYPS, "/nonexistent")
+
+
+@pytest.mark.slow  # Java: a shared tokeniser pass and METEOR process against a fresh run on the group alone
+def test_a_group_scored_from_the_shared_corpus_pass_equals_scoring_it_alone(coco):
+    from copra_bench.transfer.caption_metrics import CocoScorer
+
+    scorer = CocoScorer(REFS, HYPS)
+    try:
+        assert scorer.scores() == pytest.approx(coco, abs=1e-12)
+        alone = coco_metrics([REFS[0], REFS[2]], [HYPS[0], HYPS[2]])
+        assert scorer.scores([0, 2]) == pytest.approx(alone, abs=1e-9)
+    finally:
+        scorer.close()

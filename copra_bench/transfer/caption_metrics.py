@@ -25,7 +25,7 @@ from pathlib import Path
 
 from copra_bench.errors import CopraError
 
-__all__ = ["CaptionMetricSettings", "MetricUnavailable", "caption_metrics", "coco_metrics", "java_available",
+__all__ = ["CaptionMetricSettings", "CocoScorer", "MetricUnavailable", "caption_metrics", "coco_metrics", "java_available",
            "nltk_meteor", "rouge_l_f1"]
 
 
@@ -67,31 +67,53 @@ def rouge_l_f1(references: list[str], predictions: list[str]) -> float:
     return float(sum(values) / len(values))
 
 
+class CocoScorer:
+    """pycocoevalcap's metrics for many groups of one corpus with three Java starts in all, not three per group: the
+    PTB tokeniser runs once over every reference and prediction (it tokenises each caption on its own, so one call
+    equals one per group), and one METEOR 1.5 process serves every group. :meth:`scores` of a group is what
+    pycocoevalcap computes on that group alone (CIDEr's document frequencies are the group's)."""
+
+    def __init__(self, references: list[str], predictions: list[str]) -> None:
+        if not java_available():
+            raise MetricUnavailable("the pycocoevalcap metrics (PTB tokeniser, METEOR 1.5) need Java: install a JRE "
+                                    "(e.g. apt-get install default-jre-headless) so that `java` is on PATH")
+        from pycocoevalcap.meteor.meteor import Meteor
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        both = {f"r{i}": [{"caption": r}] for i, r in enumerate(references)}
+        both.update({f"p{i}": [{"caption": p}] for i, p in enumerate(predictions)})
+        tokens = PTBTokenizer().tokenize(both)
+        self.gts = [tokens[f"r{i}"] for i in range(len(references))]
+        self.res = [tokens[f"p{i}"] for i in range(len(predictions))]
+        self.meteor = Meteor()
+
+    def scores(self, indices: list[int] | None = None) -> dict[str, float]:
+        """BLEU-1..4, METEOR 1.5, ROUGE-L and CIDEr-D of the pairs at ``indices`` (all when None)."""
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.rouge.rouge import Rouge
+
+        picked = range(len(self.gts)) if indices is None else indices
+        gts = {str(i): self.gts[i] for i in picked}
+        res = {str(i): self.res[i] for i in picked}
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        out = {f"bleu_{n + 1}": float(v) for n, v in enumerate(bleu)}
+        out["meteor_java"] = float(self.meteor.compute_score(gts, res)[0])
+        out["rouge_l_coco"] = float(Rouge().compute_score(gts, res)[0])
+        out["cider"] = float(Cider().compute_score(gts, res)[0])
+        return out
+
+    def close(self) -> None:
+        _close_meteor(self.meteor)
+
+
 def coco_metrics(references: list[str], predictions: list[str]) -> dict[str, float]:
     """BLEU-1..4, METEOR 1.5, ROUGE-L and CIDEr-D of pycocoevalcap after PTB tokenisation (one reference each)."""
-    if not java_available():
-        raise MetricUnavailable("the pycocoevalcap metrics (PTB tokeniser, METEOR 1.5) need Java: install a JRE "
-                                "(e.g. apt-get install default-jre-headless) so that `java` is on PATH")
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-    tokenizer = PTBTokenizer()
-    gts = tokenizer.tokenize({str(i): [{"caption": r}] for i, r in enumerate(references)})
-    res = tokenizer.tokenize({str(i): [{"caption": p}] for i, p in enumerate(predictions)})
-    out: dict[str, float] = {}
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    out.update({f"bleu_{n + 1}": float(v) for n, v in enumerate(bleu)})
-    meteor = Meteor()
+    scorer = CocoScorer(references, predictions)
     try:
-        out["meteor_java"] = float(meteor.compute_score(gts, res)[0])
+        return scorer.scores()
     finally:
-        _close_meteor(meteor)
-    out["rouge_l_coco"] = float(Rouge().compute_score(gts, res)[0])
-    out["cider"] = float(Cider().compute_score(gts, res)[0])
-    return out
+        scorer.close()
 
 
 def _close_meteor(meteor) -> None:
@@ -164,8 +186,12 @@ def _comet(references: list[str], predictions: list[str], checkpoint: str) -> fl
 
 
 def caption_metrics(references: list[str], predictions: list[str], settings: CaptionMetricSettings,
-                    *, prefix: str = "") -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
-    """Every configured caption metric of the pairs; ``(values, implementations, unavailable reasons)``."""
+                    *, prefix: str = "", coco: CocoScorer | None = None, indices: list[int] | None = None
+                    ) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
+    """Every configured caption metric of the pairs; ``(values, implementations, unavailable reasons)``.
+
+    ``coco`` (a :class:`CocoScorer` of the whole corpus) and ``indices`` (these pairs' positions in it) share one
+    tokeniser pass and METEOR process between the groups of a corpus."""
     values: dict[str, float] = {}
     impl: dict[str, str] = {}
     unavailable: dict[str, str] = {}
@@ -189,7 +215,7 @@ def caption_metrics(references: list[str], predictions: list[str], settings: Cap
                 lambda: rouge_l_f1(references, predictions))
     if settings.coco:
         attempt("coco", "pycocoevalcap 1.2 after PTBTokenizer: Bleu(4), Meteor 1.5 (Java), Rouge, Cider",
-                lambda: coco_metrics(references, predictions))
+                lambda: coco.scores(indices) if coco is not None else coco_metrics(references, predictions))
     if settings.nltk_meteor:
         attempt("meteor_nltk", "nltk.translate.meteor_score with WordNet, word_tokenize minus punctuation, mean",
                 lambda: nltk_meteor(references, predictions))

@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from .caption_metrics import CaptionMetricSettings, caption_metrics
+from .caption_metrics import (
+    CaptionMetricSettings,
+    CocoScorer,
+    MetricUnavailable,
+    caption_metrics,
+)
 from .multiple_choice import metric_name
 from .task import DocResult, Document, Fault, TransferError, TransferTask
 
 __all__ = ["CaptionTask"]
+
+
+def _hypothesis(result: DocResult) -> str:
+    # An empty hypothesis breaks the PTB tokeniser / METEOR; score it as a single space (no overlap at all)
+    return result.parsed if result.parsed else " "
 
 
 class CaptionTask(TransferTask):
@@ -37,11 +47,12 @@ class CaptionTask(TransferTask):
                                                                        "caption")]
         return DocResult(doc.doc_id, output, caption, doc.target, dict(doc.groups), None, doc.key, faults=faults)
 
-    def _scores(self, results: list[DocResult], prefix: str) -> dict[str, float]:
+    def _scores(self, results: list[DocResult], prefix: str, coco: CocoScorer | None,
+                indices: list[int]) -> dict[str, float]:
         refs = [r.target for r in results]
-        # An empty hypothesis breaks the PTB tokeniser / METEOR; score it as a single space (no overlap at all)
-        hyps = [r.parsed if r.parsed else " " for r in results]
-        values, impl, unavailable = caption_metrics(refs, hyps, self.metric_settings, prefix=prefix)
+        hyps = [_hypothesis(r) for r in results]
+        values, impl, unavailable = caption_metrics(refs, hyps, self.metric_settings, prefix=prefix, coco=coco,
+                                                    indices=indices)
         if prefix == "overall/":
             self.metric_info = {"implementations": impl, "unavailable": unavailable}
         meteor = values.get(f"{prefix}{self.primary_meteor}")
@@ -56,7 +67,20 @@ class CaptionTask(TransferTask):
     def aggregate(self, results: list[DocResult]) -> dict[str, float]:
         if not results:
             return {}
-        out = self._scores(results, "overall/")
+        coco = None
+        if self.metric_settings.coco:
+            try:
+                coco = CocoScorer([r.target for r in results], [_hypothesis(r) for r in results])
+            except MetricUnavailable:
+                coco = None  # caption_metrics then reports the pycocoevalcap set unavailable, with the reason
+        try:
+            return self._aggregate(results, coco)
+        finally:
+            if coco is not None:
+                coco.close()
+
+    def _aggregate(self, results: list[DocResult], coco: CocoScorer | None) -> dict[str, float]:
+        out = self._scores(results, "overall/", coco, list(range(len(results))))
         info = self.metric_info
         used = self.primary_meteor if self.primary_meteor not in info.get("unavailable", {}) else (
             "meteor_java" if self.primary_meteor == "meteor_nltk" else "meteor_nltk")
@@ -67,8 +91,9 @@ class CaptionTask(TransferTask):
             if len(values) < 2 and key != self.group_keys[0]:
                 continue
             for value in values:
-                members = [r for r in results if r.groups.get(key, "") == value]
-                out.update(self._scores(members, f"{key}/{metric_name(value)}/"))
+                indices = [i for i, r in enumerate(results) if r.groups.get(key, "") == value]
+                out.update(self._scores([results[i] for i in indices], f"{key}/{metric_name(value)}/", coco,
+                                        indices))
         self.metric_info = info
         return out
 
