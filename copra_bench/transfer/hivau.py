@@ -58,8 +58,8 @@ class HIVAUCaption(CaptionTask):
                  num_frames: int = 12, max_new_tokens: int | None = None, metrics: dict | None = None) -> None:
         self.root = Path(root).expanduser()
         if not (self.root / "instruction").is_dir():
-            raise TransferError(f"HIVAU-70K root {self.root} has no instruction/ folder: pass --root (task.init_args.root), the "
-                                "HIVAU-70k folder of the HolmesVAU repository)")
+            raise TransferError(f"HIVAU-70K root {self.root} has no instruction/ folder: pass --root (or set "
+                                "task.init_args.root) with the HIVAU-70k folder of the HolmesVAU repository")
         unknown = sorted(set(levels) - set(LEVELS))
         if unknown:
             raise TransferError(f"task.init_args.levels: unknown {unknown}; choose from {', '.join(LEVELS)}")

@@ -63,7 +63,8 @@ class _VRUAccident:
                  max_new_tokens: int | None = None) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise TransferError(f"VRU-Accident root {self.root} does not exist: pass --root <folder> (or set task.init_args.root)")
+            raise TransferError(f"VRU-Accident root {self.root} does not exist: pass --root <folder> (or set "
+                                "task.init_args.root)")
         self.subsets = list(subsets)
         if not self.subsets:
             raise TransferError("task.init_args.subsets is empty")
