@@ -51,17 +51,21 @@ def main() -> None:
     parser.add_argument("--ckpt", action="append", default=[], help="method=checkpoint, once per trained seed")
     parser.add_argument("--out", default="/tmp/transfer_figures.json")
     parser.add_argument("--add", action="store_true", help="add to the records already in --out (no frozen run)")
+    parser.add_argument("--tasks", nargs="*", choices=range(len(TASKS)), type=int, default=list(range(len(TASKS))),
+                        help="which tasks (0 official VQA, 1 letter-likelihood VQA, 2 captions); a timing pass: 0 2")
+    parser.add_argument("--repeat", type=int, default=1, help="run each method this many times, interleaved")
     args = parser.parse_args()
+    tasks = {label: make for i, (label, make) in enumerate(TASKS.items()) if i in args.tasks}
     methods = ([] if args.add else [("frozen", None)]) + [tuple(item.split("=", 1)) for item in args.ckpt]
     records = json.loads(Path(args.out).read_text()) if args.add else []
-    for name, ckpt in methods:
+    for name, ckpt in [m for _ in range(args.repeat) for m in methods]:
         started = time.perf_counter()
         if ckpt is None:
             method = load_method(model=str(ROOT / "configs/model/frozen_tiny.yaml"))
         else:
             model = ROOT / "configs/model" / ("copra_tiny.yaml" if name == "copra" else "lora_grpo_tiny.yaml")
             method = load_method(model=str(model), ckpt_path=ckpt)
-        for label, make in TASKS.items():
+        for label, make in tasks.items():
             task = make()
             outcome = run_task(task, method, batch_size=8)
             result = outcome.variants["adapted"]
@@ -72,7 +76,7 @@ def main() -> None:
                   flush=True)
         print(f"{name} ({ckpt}): {time.perf_counter() - started:.0f} s", flush=True)
     Path(args.out).write_text(json.dumps(records, indent=1))
-    for label in TASKS:
+    for label in tasks:
         rows = [r for r in records if r["task"] == label]
         columns = COLUMNS[rows[0]["kind"]]
         print(f"\n#### {label}, {rows[0]['documents']} documents\n")
