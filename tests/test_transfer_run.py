@@ -134,3 +134,31 @@ def test_a_soft_prompt_adapts_the_transfer_prompts(vru_root):
                        compare_unadapted=True)
     adapted, plain = ([r.output for r in outcome.variants[v].results] for v in ("adapted", "unadapted"))
     assert adapted != plain
+
+
+def test_copra_from_a_run_directory_answers_with_its_generated_lora(vru_root, tmp_path):
+    import torch
+    import yaml
+
+    from copra_bench.copra import COPRA
+
+    model_config = yaml.safe_load((ROOT / "configs/model/copra_tiny.yaml").read_text())
+    trained = COPRA(**model_config["init_args"])
+    with torch.no_grad():  # stands in for training: a generator whose LoRA is far from zero
+        for parameter in trained.model.generator.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
+    run = tmp_path / "outputs" / "1" / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"seed_everything": 3, "model": model_config}))
+    checkpoint = {"state_dict": trained.state_dict()}
+    trained.on_save_checkpoint(checkpoint)  # what fit writes: the trained tensors only
+    torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
+
+    method = load_method(ckpt_path=str(run))
+    assert method.name == "copra" and method.source.endswith("last.ckpt")
+    loaded = dict(method.module.model.generator.named_parameters())
+    assert all(torch.equal(loaded[k], v) for k, v in trained.model.generator.named_parameters())
+    outcome = run_task(VRUAccidentVQA(root=str(vru_root), subsets=["DoTA"]), method, batch_size=6, limit=6,
+                       compare_unadapted=True)
+    adapted, plain = ([r.output for r in outcome.variants[v].results] for v in ("adapted", "unadapted"))
+    assert adapted != plain

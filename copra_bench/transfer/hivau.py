@@ -67,7 +67,8 @@ class HIVAUCaption(CaptionTask):
         self.num_frames = int(num_frames)
         if max_new_tokens is not None:
             self.max_new_tokens = int(max_new_tokens)
-        self.set_metric_settings(metrics)
+        # HIVAU's METEOR is pycocoevalcap's Java 1.5: NLTK's is off unless asked for
+        self.set_metric_settings({"nltk_meteor": False, **dict(metrics or {})})
         self._databases: dict[str, dict] = {}
 
     def _database(self, dataset: str) -> dict | None:
