@@ -16,6 +16,7 @@ TOOLS: dict[str, str] = {
     "sweep": "copra_bench.sweep.command:sweep_command",
     "report": "copra_bench.report.command:report_command",
     "sync": "copra_bench.tracking.sync:sync_command",
+    "transfer": "copra_bench.transfer.command:transfer_command",
 }
 
 #: One line per tool for the top-level ``--help``.
@@ -25,6 +26,7 @@ TOOL_SUMMARIES: dict[str, str] = {
     "sweep": "a grid of runs from a sweep file, resumable",
     "report": "Markdown + HTML leaderboard of an MLflow experiment",
     "sync": "upload a run's local copy (params, tags, metric history, artifacts) to a tracking store, later",
+    "transfer": "zero-shot transfer: MC video QA / captioning with a trained method (inspect: the doctor)",
 }
 
 #: The Lightning subcommands, one line each, in the order LightningCLI lists them.

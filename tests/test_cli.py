@@ -210,7 +210,7 @@ def test_tools_are_imported_only_when_they_run(tmp_path):
     loaded = next(line for line in done.stdout.splitlines() if line.startswith("LOADED "))
     assert json.loads(loaded[len("LOADED "):]) == []
     assert all(f"'{name}'" in done.stdout for name in TOOLS)
-    assert sorted(TOOLS) == ["data", "evaluate", "report", "sweep", "sync"]
+    assert sorted(TOOLS) == ["data", "evaluate", "report", "sweep", "sync", "transfer"]
     assert all(callable(load_tool(name)) for name in TOOLS)
 
 

@@ -11,18 +11,19 @@ import time
 from collections import Counter
 
 from copra_bench.report import aggregate as agg
-from copra_bench.report import sections
+from copra_bench.report import sections, transfer_section
 from copra_bench.report.document import Document, Table
 from copra_bench.report.ranking import LEGEND, entry_of, fmt, marked_cells
 from copra_bench.report.runs import ReportError, RunRecord
 
 
-
 def build_document(experiment: str, tracking_uri: str, runs: list[RunRecord], *,
                    images: bool = True) -> Document:
-    """The whole report. Raises :class:`ReportError` when no run is a finished evaluation."""
+    """The whole report. Raises :class:`ReportError` when no run is a finished evaluation or transfer run."""
+    transfers = [r for r in runs if transfer_section.is_transfer(r)]
+    runs = [r for r in runs if not transfer_section.is_transfer(r)]
     evaluated = [r for r in runs if r.exclusion is None]
-    if not evaluated:
+    if not evaluated and not any(r.status == "FINISHED" for r in transfers):
         counts = ", ".join(f"{n} {s}" for s, n in Counter(r.status for r in runs).items()) or "no runs at all"
         reasons = "; ".join(sorted({r.exclusion for r in runs if r.exclusion})) or "none"
         raise ReportError(f"experiment {experiment!r} in {tracking_uri} has no finished runs with test metrics "
@@ -47,6 +48,7 @@ def build_document(experiment: str, tracking_uri: str, runs: list[RunRecord], *,
         _group_section(doc, group)
     sections.axes(doc, groups)
     sections.paper_comparison(doc, [(g, agg.variants(g.runs)) for g in groups])
+    transfer_section.transfer(doc, tracking_uri, transfers)
     sections.not_in_tables(doc, [r for r in runs if r.exclusion is not None])
     sections.runs_and_artifacts(doc, evaluated, images=images)
     return doc
