@@ -154,6 +154,7 @@ class CopraCLI(LightningCLI):
                     run_id = resumable_run_id(logger.tracking_uri, logger.experiment_name, digest)
                     if run_id is not None:
                         logger.attach_run(run_id)
+                logger.log_once = self.subcommand == "fit"
                 logger.start()
                 if rank_zero_only.rank == 0:  # one lock per run, taken by the process that writes it
                     RunLock(logger.run_dir).acquire()

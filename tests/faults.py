@@ -41,7 +41,7 @@ def write_job(folder: Path, cache: Path, *, max_steps: int = MAX_STEPS) -> list[
     (folder / "data.yaml").write_text(yaml.safe_dump(data))
     (folder / "trainer.yaml").write_text(yaml.safe_dump(trainer))
     return ["fit", "--config", MAIN, "--data", str(folder / "data.yaml"), "--trainer", str(folder / "trainer.yaml"),
-            "--model.init_args.epochs", "100"]
+            "--model.init_args.epochs", "100", "--model.init_args.bootstrap_samples", "50"]
 
 
 def start(argv: list[str], cwd: Path, name: str = "run", **kwargs: Any) -> subprocess.Popen:

@@ -120,7 +120,11 @@ def test_second_process_on_a_live_run_is_refused_and_sigterm_stops_at_a_checkpoi
     argv = [*CLI, *write_job(tmp_path, synth_cache)]
     process = start(argv, tmp_path)
     wait_for(lambda: logged_steps(tmp_path) >= 1, process, what="training")
-    code, log = run([*argv, "--ckpt_path", "last"], tmp_path, "second")
+    process.send_signal(signal.SIGSTOP)  # suspended (alive) while the second process starts: it must not finish first
+    try:
+        code, log = run([*argv, "--ckpt_path", "last"], tmp_path, "second")
+    finally:
+        process.send_signal(signal.SIGCONT)
     assert code == 2, log[-3000:]
     assert f"PID {process.pid} on host" in log and "Traceback" not in log
     assert process.poll() is None, "the live run goes on"
@@ -183,7 +187,7 @@ def _sweep_file(tmp_path, synth_cache, seeds=(0, 1), launcher=None) -> str:
     job = write_job(tmp_path, synth_cache)
     raw = {"sweep": "faults", "configs": [MAIN],
            "set": {"data": job[job.index("--data") + 1], "trainer": job[job.index("--trainer") + 1],
-                   "model.init_args.epochs": 100,
+                   "model.init_args.epochs": 100, "model.init_args.bootstrap_samples": 50,
                    "trainer.logger.init_args.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
                    "trainer.logger.init_args.local_dir": str(tmp_path / "outputs")},
            "grid": {"seed_everything": list(seeds)}}

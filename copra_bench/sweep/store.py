@@ -76,19 +76,23 @@ class SweepStore:
         from copra_bench.tracking import check_tracking_uri
 
         check_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        try:
-            experiment = retry(self.client.get_experiment_by_name, experiment_name)
-            if experiment is None and create:
-                self.experiment_id = retry(self.client.create_experiment, experiment_name,
-                                           artifact_location=artifact_location)
-            elif experiment is not None:
-                self.experiment_id = experiment.experiment_id
-        except TrackingError:
-            raise
-        except Exception as err:
-            raise TrackingError(f"MLflow store {tracking_uri}: cannot open experiment {experiment_name!r}: {err}") \
-                from err
+        for attempt in range(5):  # two sweep processes on a new store race to create its tables and experiment
+            try:
+                self.client = MlflowClient(tracking_uri=tracking_uri)
+                experiment = retry(self.client.get_experiment_by_name, experiment_name)
+                if experiment is None and create:
+                    self.experiment_id = retry(self.client.create_experiment, experiment_name,
+                                               artifact_location=artifact_location)
+                elif experiment is not None:
+                    self.experiment_id = experiment.experiment_id
+                return
+            except TrackingError:
+                raise
+            except Exception as err:
+                if attempt == 4:
+                    raise TrackingError(f"MLflow store {tracking_uri}: cannot open experiment {experiment_name!r}: "
+                                        f"{err}") from err
+                time.sleep(0.5 * (attempt + 1))
 
     def enable_wal(self) -> None:
         """Switch a sqlite store to WAL journaling (persistent in the file; no-op for other stores)."""

@@ -37,6 +37,9 @@ def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
 class RunLifecycle(L.Callback):
     """Safe-point stops, the final ``last.ckpt`` and the end reason (see the module docstring)."""
 
+    def __init__(self) -> None:
+        self._stopping: str | None = None  # where the run stopped, once last.ckpt is written
+
     def _save_last(self, trainer: L.Trainer) -> Path | None:
         path = last_checkpoint_path(trainer)
         if path is not None and trainer.global_step > 0:
@@ -46,12 +49,20 @@ class RunLifecycle(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if STOP.requested:
+        # Checkpoint now, stop before the next step: Lightning logs this step's metrics after this hook (and stops
+        # itself there on SIGTERM), so the stopped step is in the metrics exactly once.
+        if STOP.requested and self._stopping is None:
             path = self._save_last(trainer)
             written = f"{path} written" if path is not None else "no checkpoint callback: nothing saved"
-            raise RunStopped(f"after training step {trainer.global_step} ({written})")
+            self._stopping = f"after training step {trainer.global_step} ({written})"
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if self._stopping is not None:
+            raise RunStopped(self._stopping)
 
     def _stop_in(self, stage: str, trainer: L.Trainer) -> None:
+        if self._stopping is not None:
+            raise RunStopped(self._stopping)
         if STOP.requested:
             raise RunStopped(f"during {stage} (training step {trainer.global_step})")
 
@@ -72,7 +83,8 @@ class RunLifecycle(L.Callback):
         if logger is None:
             return
         if STOP.requested:
-            logger.end_reason = str(exception) if isinstance(exception, RunStopped) else str(STOP.reason)
+            where = exception.where if isinstance(exception, RunStopped) else self._stopping
+            logger.end_reason = f"{STOP.reason}; stopped {where}" if where else str(STOP.reason)
         else:
             text = str(exception).strip() or type(exception).__name__
             logger.end_reason = f"{type(exception).__name__}: {text}"[:REASON_CHARS]

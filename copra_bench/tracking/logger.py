@@ -9,7 +9,7 @@ was computed is never lost and ``sync`` can upload it later.
 A run's status tells the truth: ``fit`` that tests afterwards keeps the run RUNNING when training ends (Lightning
 finalizes its loggers at the end of ``fit``; :attr:`MLFlowLogger.hold_open` turns that into the ``training=finished``
 tag) and it becomes FINISHED only when the test is written; FAILED or KILLED (stop signal) carry ``end_reason``.
-A resumed run logs each (metric, step) once: pairs the interrupted process already logged are not logged again.
+A resumed ``fit`` logs each (metric, step) once: pairs the interrupted process already logged are not logged again.
 """
 
 from __future__ import annotations
@@ -130,6 +130,9 @@ class MLFlowLogger(_LightningMLFlowLogger):
         self.hold_open = False
         #: Why the run ended badly (set by the lifecycle callback); the ``end_reason`` tag.
         self.end_reason: str | None = None
+        #: A resumed ``fit`` logs each (metric, step) once: pairs the run already has are not logged again (they
+        #: are the same numbers: the resume is bit-exact). Off elsewhere: ``test`` into an existing run re-logs.
+        self.log_once = False
         self._logged_before: tuple[set, set] | None = None  # (local, store) (key, step) pairs of a resumed run
         self._local: LocalRunRecord | None = None
 
@@ -208,7 +211,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
         self._guard_local(self._local.update, run_id=self.run_id, run_name=self._run_name,
                           experiment_name=self.experiment_name, experiment_id=self.experiment_id,
                           tracking_uri=self.tracking_uri, status="RUNNING")
-        if self._requested_run_id is not None:
+        if self._requested_run_id is not None and self.log_once:
             self._logged_before = (self._local.logged_metric_steps(), self._store_metric_steps())
 
     def _store_metric_steps(self) -> set[tuple[str, int]]:
@@ -225,8 +228,8 @@ class MLFlowLogger(_LightningMLFlowLogger):
         def reopen_run() -> None:
             if self.experiment.get_run(self.run_id).info.status != "RUNNING":
                 self.experiment.update_run(self.run_id, status="RUNNING")
+                self.experiment.set_tag(self.run_id, END_REASON_TAG, "")  # the previous end's reason is history
         self._guard("update_run", reopen_run)
-        self.set_tags({END_REASON_TAG: ""})
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:

@@ -13,6 +13,7 @@ itself as if it had received SIGTERM (KILLED, ``last.ckpt`` written), so no orph
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -86,6 +87,9 @@ class LockFile:
             except FileExistsError:
                 holder = self.holder()
                 if holder is None:
+                    continue
+                if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                    self.path.unlink(missing_ok=True)  # this very process (an earlier job that did not release)
                     continue
                 if self.is_live(holder):
                     return holder
@@ -187,3 +191,6 @@ def release_all() -> None:
     """Release every run lock this process holds (the CLI calls it when a subcommand ends)."""
     while _HELD:
         _HELD[-1].release()
+
+
+atexit.register(release_all)
