@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # RunStopped, Lightning's SIGTERMException, its exit after a KeyboardInterrupt
         if not STOP.requested:
             raise
-        print(f"stopped: {exc if str(exc) not in ('', 'None', '1') else STOP.reason}; the run is KILLED. "
-              "Continue it with --ckpt_path last", file=sys.stderr)
+        where = STOP.where or getattr(exc, "where", None)
+        print(f"stopped: {STOP.reason}" + (f"; stopped {where}" if where else "") + "; the run is KILLED. Continue "
+              "it with --ckpt_path last", file=sys.stderr)
         return STOP.exit_code
     except Exception as exc:  # noqa: BLE001  (a user error is printed, anything else re-raised)
         return _report_error(exc)

@@ -26,6 +26,8 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.reason: str | None = None
+        #: Where the run stopped (set at the safe point: "after training step N (last.ckpt written)").
+        self.where: str | None = None
         self._previous: dict[int, Any] = {}
 
     @property
@@ -49,8 +51,9 @@ class StopRequest:
         first = self.signum is None
         self.request(signum)
         if first:
+            again = "; Ctrl-C again to stop at once" if signum == signal.SIGINT else ""
             print(f"copra_bench: {signal.Signals(signum).name} received: stopping at the next safe point (after the "
-                  "current step, with last.ckpt written); Ctrl-C again to stop at once", file=sys.stderr, flush=True)
+                  f"current step, with last.ckpt written){again}", file=sys.stderr, flush=True)
 
     def install(self) -> None:
         """Install the handlers (main thread only; a no-op elsewhere)."""
@@ -66,7 +69,7 @@ class StopRequest:
 
     def reset(self) -> None:
         """Forget a recorded stop (a process that runs several jobs, e.g. tests calling ``main`` in-process)."""
-        self.signum = self.reason = None
+        self.signum = self.reason = self.where = None
 
 
 #: The process's stop request.

@@ -117,7 +117,7 @@ def run_json(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "run.json").read_text())
 
 
-def tested_metrics(run_dir: Path) -> dict[str, Any]:
+def results_of(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text())["test"]
 
 
@@ -148,4 +148,4 @@ def assert_same_run(resumed: Path, reference: Path, resumed_cwd: Path, reference
     reference_state, state = trained_state(reference), trained_state(resumed)
     assert state.keys() == reference_state.keys()
     assert all(torch.equal(state[k], reference_state[k]) for k in state)
-    assert tested_metrics(resumed) == tested_metrics(reference)
+    assert results_of(resumed) == results_of(reference)

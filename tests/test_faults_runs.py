@@ -32,7 +32,7 @@ from .faults import (
     run,
     run_json,
     start,
-    tested_metrics,
+    results_of,
     train_metrics,
     train_metrics_lines,
     wait_for,
@@ -179,7 +179,7 @@ def test_a_store_lost_mid_run_costs_one_warning_and_nothing_else(tmp_path, synth
     assert record["tags"]["training"] == "finished" and record["tags"]["method"] == "copra"
     assert (run_dir / "params.json").is_file() and (run_dir / "config.yaml").is_file()
     assert sorted(p.name for p in (run_dir / "scores").iterdir()) == ["synth_ucf_A.npz", "synth_ucf_B.npz"]
-    assert tested_metrics(run_dir) == tested_metrics(reference[1])
+    assert results_of(run_dir) == results_of(reference[1])
     assert len(train_metrics(tmp_path)) == MAX_STEPS
 
 

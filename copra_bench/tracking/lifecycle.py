@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,13 @@ class RunLifecycle(L.Callback):
                            batch_idx: int) -> None:
         # Checkpoint now, stop before the next step: Lightning logs this step's metrics after this hook (and stops
         # itself there on SIGTERM), so the stopped step is in the metrics exactly once.
-        if STOP.requested and self._stopping is None:
+        # every rank decides together (a signal reaches the ranks at different steps; saving is collective)
+        if trainer.strategy.reduce_boolean_decision(STOP.requested, all=False) and self._stopping is None:
+            if not STOP.requested:
+                STOP.request(signal.SIGTERM, "SIGTERM received by another rank")
             path = self._save_last(trainer)
             written = f"{path} written" if path is not None else "no checkpoint callback: nothing saved"
-            self._stopping = f"after training step {trainer.global_step} ({written})"
+            self._stopping = STOP.where = f"after training step {trainer.global_step} ({written})"
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if self._stopping is not None:
