@@ -32,7 +32,7 @@ def write_job(folder: Path, cache: Path, *, max_steps: int = MAX_STEPS) -> list[
             "init_args": {"source": {"class_path": synthetic, "init_args": {"domain": "A", **member}},
                           "target": {"class_path": synthetic, "init_args": {"domain": "B", **member}},
                           "window_seconds": 2.0, "frames_per_window": 4, "batch_size": 1, "val_fraction": 0.34,
-                          "frame_size": None}}
+                          "frame_size": None, "test_on_source": False}}
     trainer = {"max_steps": max_steps, "log_every_n_steps": 1, "num_sanity_val_steps": 0,
                "enable_progress_bar": False,
                "callbacks": [{"class_path": "copra_bench.tracking.RunArtifacts"},

@@ -29,10 +29,10 @@ from .faults import (
     kill,
     logged_steps,
     only_run_dir,
+    results_of,
     run,
     run_json,
     start,
-    results_of,
     train_metrics,
     train_metrics_lines,
     wait_for,
@@ -178,7 +178,7 @@ def test_a_store_lost_mid_run_costs_one_warning_and_nothing_else(tmp_path, synth
     assert record["status"] == "FINISHED" and record["upload_failed"] is True
     assert record["tags"]["training"] == "finished" and record["tags"]["method"] == "copra"
     assert (run_dir / "params.json").is_file() and (run_dir / "config.yaml").is_file()
-    assert sorted(p.name for p in (run_dir / "scores").iterdir()) == ["synth_ucf_A.npz", "synth_ucf_B.npz"]
+    assert sorted(p.name for p in (run_dir / "scores").iterdir()) == ["synth_ucf_B.npz"]
     assert results_of(run_dir) == results_of(reference[1])
     assert len(train_metrics(tmp_path)) == MAX_STEPS
 
@@ -265,3 +265,16 @@ def test_a_sweep_child_killed_by_sigkill_leaves_its_run_unfinished_and_no_orphan
     assert _gone(run_pid, timeout=10), "the run must not go on as an orphan"
     (run_id, status), = db_runs(tmp_path)
     assert status == "KILLED" and "killed by SIGKILL" in db_tags(tmp_path, run_id)["sweep.error"]
+
+
+def test_a_sweep_killed_by_sigkill_leaves_no_run_going_on(tmp_path, synth_cache):
+    """The sweep process itself SIGKILLed while its run trains: the run gets SIGTERM from the kernel
+    (PR_SET_PDEATHSIG) and sees its parent gone, stops at the next safe point with last.ckpt and ends KILLED."""
+    sweep = start([*CLI, "sweep", "--config", _sweep_file(tmp_path, synth_cache, seeds=(0,))], tmp_path, "sweep")
+    wait_for(lambda: logged_steps(tmp_path) >= 1, sweep, what="the run's training")
+    run_pid = _lock_pid(tmp_path)
+    assert kill(sweep) == -signal.SIGKILL
+    assert _gone(run_pid, timeout=120), "the run must stop when its sweep dies"
+    (run_id, status), = db_runs(tmp_path)
+    assert status == "KILLED" and "SIGTERM" in db_tags(tmp_path, run_id)["end_reason"]
+    assert (only_run_dir(tmp_path) / "checkpoints" / "last.ckpt").is_file()
