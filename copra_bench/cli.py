@@ -49,16 +49,38 @@ def main(argv: list[str] | None = None) -> int:
     if argv in (["--help"], ["-h"]):
         print(top_level_help())
         return 0
-    try:
-        if argv and argv[0] in TOOLS:
+    if argv and argv[0] in TOOLS:
+        try:
             return load_tool(argv[0])(argv[1:])
+        except Exception as exc:  # noqa: BLE001  (a user error is printed, anything else re-raised)
+            return _report_error(exc)
+    from copra_bench.signals import STOP
+    from copra_bench.tracking.run_lock import release_all
+
+    STOP.reset()
+    STOP.install()
+    try:
         from copra_bench.lightning_cli import CopraCLI
 
         CopraCLI(args=None if from_shell else argv)
         return 0
-    except Exception as exc:
-        err = _user_error(exc)
-        if err is None or os.environ.get("COPRA_DEBUG"):
+    except SystemExit as exc:  # RunStopped, Lightning's SIGTERMException, its exit after a KeyboardInterrupt
+        if not STOP.requested:
             raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        where = STOP.where or getattr(exc, "where", None)
+        print(f"stopped: {STOP.reason}" + (f"; stopped {where}" if where else "") + "; the run is KILLED. Continue "
+              "it with --ckpt_path last", file=sys.stderr)
+        return STOP.exit_code
+    except Exception as exc:  # noqa: BLE001  (a user error is printed, anything else re-raised)
+        return _report_error(exc)
+    finally:
+        STOP.uninstall()
+        release_all()
+
+
+def _report_error(exc: Exception) -> int:
+    err = _user_error(exc)
+    if err is None or os.environ.get("COPRA_DEBUG"):
+        raise exc
+    print(f"error: {err}", file=sys.stderr)
+    return 2

@@ -17,6 +17,7 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 
 from copra_bench.bench_module import BenchModule
 from copra_bench.datamodules.base import VADDataModule
@@ -24,6 +25,9 @@ from copra_bench.errors import CopraError
 from copra_bench.run_identity import CONFIG_HASH_TAG, config_hash, resumable_run_id
 from copra_bench.tool_table import TOOLS
 from copra_bench.tracking import ConfigToRun, MLFlowLogger
+from copra_bench.tracking.lifecycle import RunLifecycle
+from copra_bench.tracking.rng_state import TrainingRNG
+from copra_bench.tracking.run_lock import RunLock
 from copra_bench.trained_module import TrainedModule
 
 log = logging.getLogger("copra_bench")
@@ -74,7 +78,12 @@ class CopraCLI(LightningCLI):
     * ``fit`` tests right after training (``--test_after_fit false`` to skip), on every test set of the DataModule.
     * A method's ``trainer_arguments`` are Trainer defaults: they apply unless the config sets that key.
     * ``data.frames_per_window`` (and the clip frame rate K / window seconds) are written once, linked into the model.
-    * MLflow runs are named ``<method>-<dataset>`` and created before anything runs.
+    * MLflow runs are named ``<method>-<dataset>`` and created before anything runs; one process at a time holds a
+      run (:class:`~copra_bench.tracking.run_lock.RunLock`).
+    * Every Trainer gets :class:`~copra_bench.tracking.rng_state.TrainingRNG` (bit-exact resume) and
+      :class:`~copra_bench.tracking.lifecycle.RunLifecycle` (stop signals, final ``last.ckpt``, end reason).
+    * ``fit`` keeps its run RUNNING until the test after it is written; ``fit --ckpt_path last`` on a run whose
+      training finished but whose test did not restores the final ``last.ckpt`` (no step is trained again) and tests.
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
@@ -115,10 +124,15 @@ class CopraCLI(LightningCLI):
                 kwargs[key] = value
             elif configured != value:
                 log.info("trainer.%s=%r from the config overrides the method's default %r", key, configured, value)
+        callbacks = list(kwargs.get("callbacks", trainer_config.get("callbacks")) or [])
         if kwargs.get("enable_progress_bar", trainer_config.get("enable_progress_bar")) is False:
             # the default trainer config lists a progress bar; Lightning refuses one next to enable_progress_bar=false
-            callbacks = kwargs.get("callbacks", trainer_config.get("callbacks")) or []
-            kwargs["callbacks"] = [c for c in callbacks if not isinstance(c, ProgressBar)]
+            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        # in this order: the lifecycle's stop checkpoint needs the generators' snapshot of the same step
+        for kind in (TrainingRNG, RunLifecycle):
+            if not any(isinstance(c, kind) for c in callbacks):
+                callbacks.append(kind())
+        kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
     def resolved_config(self) -> dict[str, Any]:
@@ -140,12 +154,21 @@ class CopraCLI(LightningCLI):
                     run_id = resumable_run_id(logger.tracking_uri, logger.experiment_name, digest)
                     if run_id is not None:
                         logger.attach_run(run_id)
+                logger.log_once = self.subcommand == "fit"
                 logger.start()
+                if rank_zero_only.rank == 0:  # one lock per run, taken by the process that writes it
+                    RunLock(logger.run_dir).acquire()
+                if logger.requested_run_id is not None:
+                    logger.reopen()
                 # Lightning applies logger.tags only to runs it creates: runs made beforehand (a sweep's, a resumed
                 # one) get them here
                 logger.set_tags({**(logger.tags or {}), "run_dir": str(logger.run_dir)})
+                logger.hold_open = self.subcommand == "fit" and bool(config.get("test_after_fit", True))
 
     def after_fit(self) -> None:
+        for logger in self.trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                logger.hold_open = False  # the test's end finalizes the run
         if self.config["fit"].get("test_after_fit", True) and not self.trainer.interrupted:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
 

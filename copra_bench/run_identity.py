@@ -64,7 +64,9 @@ def resumable_run_id(tracking_uri: str, experiment_name: str, digest: str) -> st
     """The latest unfinished MLflow run of ``experiment_name`` tagged with config hash ``digest``, or None (logged).
 
     ``fit --ckpt_path last`` continues that run: its MLflow run and its checkpoint folder
-    ``<local_dir>/<experiment>/<run>/checkpoints``, where Lightning then finds ``last.ckpt``.
+    ``<local_dir>/<experiment>/<run>/checkpoints``, where Lightning then finds ``last.ckpt`` (a run whose training
+    finished, tag ``training=finished``, restores its final checkpoint and only tests). A run still held by a live
+    process (its ``run.lock``) is refused by the CLI with that process's PID and host.
     """
     from mlflow.tracking import MlflowClient  # mlflow is slow to import: only resuming needs it here
 

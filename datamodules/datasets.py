@@ -80,10 +80,14 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        # EpochShuffle hands out (index, key): the jitter of a clip depends on (seed, epoch, index) only, not on what
+        # was drawn before, so a resumed run (or another worker count) draws the very clips an uninterrupted one does.
+        index, key = item if isinstance(item, tuple) else (item, None)
         record = self.records[index]
-        # torch's RNG is seeded per worker by Lightning (seed_everything(workers=True)): reproducible jitter.
-        jitter = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)))) if self.train else None
+        jitter = None
+        if self.train:
+            jitter = torch.Generator().manual_seed(key if key is not None else int(torch.randint(0, 2**62, (1,))))
         indices = clip_indices(record.num_frames, k=self.frames_per_clip, regime=self.regime, fps=record.fps,
                                seconds=self.window_seconds, jitter=jitter, chunk_seconds=self.chunk_seconds)
         # The seek-read decodes a few GOPs per frame instead of the whole video up to the last index (a sparse clip
@@ -237,12 +241,14 @@ class WindowDataset(IterableDataset):
             yield item
 
 
-class EpochShuffle(Sampler[int]):
+class EpochShuffle(Sampler[tuple[int, int]]):
     """A random order of ``n`` items that depends only on ``(seed, epoch)`` (Lightning calls ``set_epoch``), so a
-    resumed run sees the very order the interrupted one saw; ``skip`` leaves out the first items of the next pass."""
+    resumed run sees the very order the interrupted one saw; ``skip`` leaves out the first items of the next pass.
+    Each item is ``(index, clip key)``: :class:`ClipDataset` seeds the item's frame jitter with the key."""
 
     def __init__(self, n: int, *, seed: int) -> None:
         self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
+        self.skip_epoch = 0  # the epoch ``skip`` belongs to: a resumed run restores it before Lightning's set_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -250,10 +256,15 @@ class EpochShuffle(Sampler[int]):
     def __len__(self) -> int:
         return self.n
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        skip, self.skip = self.skip, 0
-        return iter(order[skip:].tolist())
+        skip, self.skip = (self.skip if self.epoch == self.skip_epoch else 0), 0
+        # each item's clip key: (global seed, partition seed, epoch, index); torch.initial_seed() here, in the main
+        # process, is seed_everything's seed (inside a worker it would be the worker's)
+        keys = torch.Generator().manual_seed(
+            (torch.initial_seed() * 1_000_003 + self.seed * 100_003 + self.epoch) % 2**63)
+        draws = torch.randint(0, 2**62, (self.n,), generator=keys).tolist()
+        return iter([(i, draws[i]) for i in order[skip:].tolist()])
 
 
 class ResumableLoader(DataLoader):
@@ -270,5 +281,6 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         sampler = self.sampler
-        if isinstance(sampler, EpochShuffle) and state.get("epoch") == sampler.epoch:
+        if isinstance(sampler, EpochShuffle):  # restored before Lightning sets the epoch: the skip names its epoch
+            sampler.skip_epoch = int(state.get("epoch", 0))
             sampler.skip = int(state.get("batches_done", 0)) * int(self.batch_size or 1)

@@ -299,7 +299,7 @@ def test_small_sweep_interrupted_resumed_and_reported(tmp_path, monkeypatch, syn
     time.sleep(2)  # let the second run's process get going
     sweep.send_signal(signal.SIGTERM)
     output = sweep.communicate(timeout=60)[0]
-    assert sweep.returncode == 130, output
+    assert sweep.returncode == 143, output
     statuses = [s for _, s, _ in _runs(db)]
     assert statuses[0] == "FINISHED" and statuses[1:] == ["KILLED"], output
 

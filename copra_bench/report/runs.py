@@ -54,6 +54,7 @@ class RunRecord:
     results: dict[tuple[str, str, str], float] = field(default_factory=dict)
     artifact_dir: Path | None = None
     start_time: int = 0
+    duplicate_of: str | None = None
 
     @property
     def method(self) -> str:
@@ -91,6 +92,8 @@ class RunRecord:
         if self.status != "FINISHED":
             error = (self.error or "").strip().splitlines()
             return f"status {self.status}" + (f": {error[-1][:80]}" if error else "")
+        if self.duplicate_of is not None:
+            return f"same config hash as the later run {self.duplicate_of}: counted once"
         if self.tags.get("subcommand") == "predict":
             return "predict run: scores only, nothing evaluated"
         if not self.results:
@@ -145,4 +148,17 @@ def load_runs(tracking_uri: str, experiment: str) -> list[RunRecord]:
                                  status=run.info.status, params=dict(run.data.params), tags=dict(run.data.tags),
                                  results=results, artifact_dir=_local_dir(run.info.artifact_uri),
                                  start_time=run.info.start_time or 0))
+    mark_duplicates(records)
     return records
+
+
+def mark_duplicates(records: list[RunRecord]) -> None:
+    """FINISHED runs of one config (same ``config_hash`` tag: same config, seed and subcommand) are one result: the
+    latest is kept, the others get :attr:`RunRecord.duplicate_of` (they would count twice in a mean over seeds)."""
+    latest: dict[str, RunRecord] = {}
+    for record in records:  # oldest first
+        digest = record.tags.get("config_hash")
+        if record.status == "FINISHED" and digest:
+            if digest in latest:
+                latest[digest].duplicate_of = record.run_id
+            latest[digest] = record

@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def sweep_command(argv: list[str]) -> int:
-    """Entry point; exit status 0 all finished, 1 some run failed, 2 bad sweep file, 130 interrupted."""
+    """Entry point; exit status 0 all finished, 1 some run failed or was killed, 2 bad sweep file, 143 / 130
+    stopped by SIGTERM / SIGINT (its running runs are KILLED, not finished)."""
     args = _parser().parse_args(argv)
     if args.max_parallel < 1:
         _parser().error("--max-parallel must be at least 1")

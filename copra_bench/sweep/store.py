@@ -4,6 +4,12 @@ Runs are created here, one at a time, by the sweep process (serialised creation)
 its run through ``trainer.logger.init_args.run_id``. For a sqlite store run with ``--max-parallel`` > 1 the
 database is switched to WAL journaling (readers no longer block the writer) and every call of the sweep process is
 retried while the database is locked by a run's process.
+
+Before a sweep process starts a grid point it claims it (:meth:`SweepStore.claim`): an ``O_EXCL`` file per config hash
+next to the store (``<db>.claims/<experiment id>/<config hash>.claim`` for a sqlite store, whose folder every sweep
+process on the store shares; under the sweep's log folder for a server), so two sweep processes on one sweep file never
+run the same point twice; a claim whose sweep process is dead (or silent for ``COPRA_LOCK_STALE_S`` seconds, another
+host) is taken over.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from copra_bench.errors import TrackingError
+from copra_bench.tracking.run_lock import LockFile
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -69,19 +76,23 @@ class SweepStore:
         from copra_bench.tracking import check_tracking_uri
 
         check_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        try:
-            experiment = retry(self.client.get_experiment_by_name, experiment_name)
-            if experiment is None and create:
-                self.experiment_id = retry(self.client.create_experiment, experiment_name,
-                                           artifact_location=artifact_location)
-            elif experiment is not None:
-                self.experiment_id = experiment.experiment_id
-        except TrackingError:
-            raise
-        except Exception as err:
-            raise TrackingError(f"MLflow store {tracking_uri}: cannot open experiment {experiment_name!r}: {err}") \
-                from err
+        for attempt in range(5):  # two sweep processes on a new store race to create its tables and experiment
+            try:
+                self.client = MlflowClient(tracking_uri=tracking_uri)
+                experiment = retry(self.client.get_experiment_by_name, experiment_name)
+                if experiment is None and create:
+                    self.experiment_id = retry(self.client.create_experiment, experiment_name,
+                                               artifact_location=artifact_location)
+                elif experiment is not None:
+                    self.experiment_id = experiment.experiment_id
+                return
+            except TrackingError:
+                raise
+            except Exception as err:
+                if attempt == 4:
+                    raise TrackingError(f"MLflow store {tracking_uri}: cannot open experiment {experiment_name!r}: "
+                                        f"{err}") from err
+                time.sleep(0.5 * (attempt + 1))
 
     def enable_wal(self) -> None:
         """Switch a sqlite store to WAL journaling (persistent in the file; no-op for other stores)."""
@@ -126,3 +137,26 @@ class SweepStore:
             retry(self.client.set_tag, run_id, TAG_ERROR, error[-MLFLOW_TAG_LIMIT:])
         if current == "RUNNING" or (status != "FINISHED" and current != status):
             retry(self.client.set_terminated, run_id, status)
+
+    def claims_dir(self, fallback: Path) -> Path:
+        """Where this store's grid-point claims live (see the module docstring); ``fallback`` for a server."""
+        db = sqlite_path(self.tracking_uri)
+        root = db.resolve().parent / f"{db.name}.claims" if db is not None else Path(fallback) / "claims"
+        folder = root / str(self.experiment_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def claim(self, config_hash: str, fallback: Path) -> LockFile:
+        """The claim file of one grid point (not taken yet: ``try_acquire`` it)."""
+        return LockFile(self.claims_dir(fallback) / f"{config_hash}.claim")
+
+    def resumable_run(self, sweep_id: str, config_hash: str) -> str | None:
+        """The latest unfinished run of this point that has a ``last.ckpt`` to continue from (its ``run_dir`` tag)."""
+        runs = [r for r in self.sweep_runs(sweep_id) if r.data.tags.get(TAG_HASH) == config_hash]
+        for run in sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True):
+            if run.info.status == "FINISHED":
+                return None
+            run_dir = run.data.tags.get("run_dir")
+            if run_dir and (Path(run_dir) / "checkpoints" / "last.ckpt").is_file():
+                return run.info.run_id
+        return None

@@ -1,15 +1,24 @@
 """The MLflow logger: Lightning's, with a checked store, a local copy of every metric and a failure-tolerant upload.
 
 :class:`MLFlowLogger` checks the tracking URI before anything runs (an unreachable server fails the run at start, not
-after hours of training); every metric is first appended to ``<run_dir>/metrics.jsonl``; a tracking failure during
-the run is reported once and the run goes on, so what was computed is never lost.
+after hours of training); every metric, param and tag is first written to the run directory
+(:mod:`copra_bench.tracking.local_run`: ``metrics.jsonl``, ``params.json``, ``run.json``); every call to the store
+after the run exists is guarded, finalize included: a tracking failure is reported once and the run goes on, so what
+was computed is never lost and ``sync`` can upload it later.
+
+A run's status tells the truth: ``fit`` that tests afterwards keeps the run RUNNING when training ends (Lightning
+finalizes its loggers at the end of ``fit``; :attr:`MLFlowLogger.hold_open` turns that into the ``training=finished``
+tag) and it becomes FINISHED only when the test is written; FAILED or KILLED (stop signal) carry ``end_reason``.
+A resumed ``fit`` logs each (metric, step) once: pairs the interrupted process already logged are not logged again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,8 +28,12 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from copra_bench.errors import TrackingError
+from copra_bench.signals import STOP
+
+from .local_run import LocalRunRecord
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -32,6 +45,23 @@ MLFLOW_PARAM_LIMIT = 6000  # MLflow 3 accepts param values up to 6000 characters
 #: README gives that URL. The tag stays right for both, and for any other client that reads it.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+
+#: Tag set when a ``fit`` has written its final ``last.ckpt`` (its test may still be missing).
+TRAINING_TAG = "training"
+#: Tag holding why a run is FAILED or KILLED.
+END_REASON_TAG = "end_reason"
+_STATUS = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}
+
+
+class _StoreErrorsToGuard(logging.Filter):
+    """MLflow's sqlite store logs every failed write with its traceback and SQL before raising; the guard below
+    reports a failing store once, so those records are dropped (the raised error still carries the message)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_StoreErrorsToGuard())
 
 
 def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
@@ -96,6 +126,15 @@ class MLFlowLogger(_LightningMLFlowLogger):
         self._upload_failed = False
         self._requested_run_id = run_id
         self._kind_checked = False
+        #: While true, ``finalize("success")`` (the end of ``fit``) leaves the run RUNNING: its test follows.
+        self.hold_open = False
+        #: Why the run ended badly (set by the lifecycle callback); the ``end_reason`` tag.
+        self.end_reason: str | None = None
+        #: A resumed ``fit`` logs each (metric, step) once: pairs the run already has are not logged again (they
+        #: are the same numbers: the resume is bit-exact). Off elsewhere: ``test`` into an existing run re-logs.
+        self.log_once = False
+        self._logged_before: tuple[set, set] | None = None  # (local, store) (key, step) pairs of a resumed run
+        self._local: LocalRunRecord | None = None
 
     # Lightning's MLFlowLogger keeps these settings in private attributes and reads them when it creates the run (in
     # ``experiment``). The properties below are the project's only access to them, so the rest of the code depends on
@@ -162,26 +201,85 @@ class MLFlowLogger(_LightningMLFlowLogger):
         return path
 
     def start(self) -> None:
-        """Create the run now, so a store that cannot be written fails before any work is done."""
+        """Create the run now, so a store that cannot be written fails before any work is done; write
+        ``run.json``. An attached run (resumed) also learns which (metric, step) pairs it already has."""
         try:
             _ = self.experiment, self.run_id
         except Exception as err:  # mlflow raises many types here
             raise TrackingError(f"cannot create an MLflow run in {self.tracking_uri}: {err}") from err
+        self._local = LocalRunRecord(self.run_dir)
+        self._guard_local(self._local.update, run_id=self.run_id, run_name=self._run_name,
+                          experiment_name=self.experiment_name, experiment_id=self.experiment_id,
+                          tracking_uri=self.tracking_uri, status="RUNNING")
+        if self._requested_run_id is not None and self.log_once:
+            self._logged_before = (self._local.logged_metric_steps(), self._store_metric_steps())
+
+    def _store_metric_steps(self) -> set[tuple[str, int]]:
+        seen: set[tuple[str, int]] = set()
+        try:
+            for key in self.experiment.get_run(self.run_id).data.metrics:
+                seen |= {(key, m.step) for m in self.experiment.get_metric_history(self.run_id, key)}
+        except Exception as err:  # noqa: BLE001  (the store may be down: then nothing is skipped there)
+            self._report(f"reading the metric history of run {self.run_id}", err)
+        return seen
+
+    def reopen(self) -> None:
+        """Mark an attached run RUNNING again (a resumed KILLED / FAILED one), once this process owns it."""
+        def reopen_run() -> None:
+            if self.experiment.get_run(self.run_id).info.status != "RUNNING":
+                self.experiment.update_run(self.run_id, status="RUNNING")
+                self.experiment.set_tag(self.run_id, END_REASON_TAG, "")  # the previous end's reason is history
+        self._guard("update_run", reopen_run)
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        """End the run (guarded: a store that is gone costs a warning, not the run). See the module docstring."""
+        if not self._initialized:
+            return
+        if status == "success" and self.hold_open and not STOP.requested:
+            self.set_tags({TRAINING_TAG: "finished"})
+            return
+        final = "KILLED" if STOP.requested else _STATUS.get(status, status)
+        if final != "FINISHED":
+            self.set_tags({END_REASON_TAG: self.end_reason or STOP.reason or f"ended with status {status}"})
+        self._guard("set_terminated", self.experiment.set_terminated, self.run_id, final)
+        if self._local is not None:
+            self._guard_local(self._local.update, status=final, end_time=int(time.time() * 1000),
+                              upload_failed=self._upload_failed)
+        if self._upload_failed:
+            print(f"warning: MLflow store {self.tracking_uri} failed during run {self.run_id}; its local copy "
+                  f"{self.run_dir} is complete: upload it with `python -m copra_bench sync --run-dir "
+                  f"{self.run_dir}`", file=sys.stderr, flush=True)
+
+    def _report(self, what: str, err: BaseException) -> None:
+        if not self._upload_failed:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            warnings.warn(f"MLflow {what} failed ({first}); continuing without the store, everything is kept in "
+                          f"{self.local_dir / str(self._experiment_id) / str(self._run_id)}", stacklevel=3)
+        self._upload_failed = True
 
     def _guard(self, what: str, fn, *args, **kwargs) -> None:
         try:
             fn(*args, **kwargs)
-        except Exception as err:  # keep training; the local copy has everything
-            if not self._upload_failed:
-                warnings.warn(f"MLflow {what} failed ({err}); continuing, results are kept in {self.run_dir}",
-                              stacklevel=2)
-            self._upload_failed = True
+        except Exception as err:  # noqa: BLE001  keep training; the local copy has everything
+            self._report(what, err)
+
+    def _guard_local(self, fn, *args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except OSError as err:  # the results themselves are written (and fail loudly) elsewhere
+            warnings.warn(f"cannot update the local run record in {self.run_dir}: {err}", stacklevel=3)
 
     def log_metrics(self, metrics, step=None) -> None:
-        record = {"time": time.time(), "step": step, **{k: _finite(v) for k, v in metrics.items()}}
-        with open(self.run_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        self._guard("log_metrics", super().log_metrics, metrics, step)
+        local, store = self._logged_before or (set(), set())
+        fresh = {k: v for k, v in metrics.items() if (k, step) not in local}
+        if fresh:
+            record = {"time": time.time(), "step": step, **{k: _finite(v) for k, v in fresh.items()}}
+            with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        upload = {k: v for k, v in metrics.items() if (k, step or 0) not in store}
+        if upload:
+            self._guard("log_metrics", super().log_metrics, upload, step)
 
     def log_hyperparams(self, params) -> None:
         self._guard("log_hyperparams", super().log_hyperparams, params)
@@ -190,6 +288,8 @@ class MLFlowLogger(_LightningMLFlowLogger):
         """Log flat params with MLflow's own length limit (Lightning's ``log_hyperparams`` cuts at 250)."""
         from mlflow.entities import Param
 
+        if self._local is not None:
+            self._guard_local(self._local.add_params, params)
         items = [Param(k, str(v)[:MLFLOW_PARAM_LIMIT]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self._guard("log_params", self.experiment.log_batch, run_id=self.run_id, params=items[i:i + 100])
@@ -198,6 +298,8 @@ class MLFlowLogger(_LightningMLFlowLogger):
         self._guard("log_artifact", self.experiment.log_artifact, self.run_id, str(path), artifact_path)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
+        if self._local is not None:
+            self._guard_local(self._local.update, tags=tags)
         for key, value in tags.items():
             self._guard("set_tag", self.experiment.set_tag, self.run_id, key, str(value))
 

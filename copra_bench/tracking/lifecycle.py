@@ -1,0 +1,94 @@
+"""How a run ends: at a safe point after a stop signal, with its final ``last.ckpt``, and with the reason recorded.
+
+:class:`RunLifecycle` (added to every Trainer by the CLI):
+
+* after a stop signal (:data:`copra_bench.signals.STOP`) it raises :class:`~copra_bench.signals.RunStopped` at the
+  next safe point: after the current training step, with ``last.ckpt`` written first (resuming continues from that
+  very step), or after the current validation / test / predict batch (a signal during validation keeps the
+  ``last.ckpt`` of the last checkpointed step: the steps after it are redone, bit-exactly, on resume);
+* when training ends it writes ``last.ckpt`` with the final weights and loop state, so ``fit --ckpt_path last`` on a
+  run whose test did not finish tests that model without training again;
+* on any exception it puts the reason on the logger: the run's ``end_reason`` tag next to its FAILED / KILLED status.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from copra_bench.signals import STOP, RunStopped
+
+from .logger import mlflow_logger_of
+
+REASON_CHARS = 1000
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
+    """Where the trainer's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` (None without one)."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    return None
+
+
+class RunLifecycle(L.Callback):
+    """Safe-point stops, the final ``last.ckpt`` and the end reason (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._stopping: str | None = None  # where the run stopped, once last.ckpt is written
+
+    def _save_last(self, trainer: L.Trainer) -> Path | None:
+        path = last_checkpoint_path(trainer)
+        if path is not None and trainer.global_step > 0:
+            trainer.save_checkpoint(path)
+            return path
+        return None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        # Checkpoint now, stop before the next step: Lightning logs this step's metrics after this hook (and stops
+        # itself there on SIGTERM), so the stopped step is in the metrics exactly once.
+        # every rank decides together (a signal reaches the ranks at different steps; saving is collective)
+        if trainer.strategy.reduce_boolean_decision(STOP.requested, all=False) and self._stopping is None:
+            if not STOP.requested:
+                STOP.request(signal.SIGTERM, "SIGTERM received by another rank")
+            path = self._save_last(trainer)
+            written = f"{path} written" if path is not None else "no checkpoint callback: nothing saved"
+            self._stopping = STOP.where = f"after training step {trainer.global_step} ({written})"
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if self._stopping is not None:
+            raise RunStopped(self._stopping)
+
+    def _stop_in(self, stage: str, trainer: L.Trainer) -> None:
+        if self._stopping is not None:
+            raise RunStopped(self._stopping)
+        if STOP.requested:
+            raise RunStopped(f"during {stage} (training step {trainer.global_step})")
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._stop_in("validation", trainer)
+
+    def on_test_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._stop_in("test", trainer)
+
+    def on_predict_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._stop_in("predict", trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_last(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        logger = mlflow_logger_of(trainer)
+        if logger is None:
+            return
+        if STOP.requested:
+            where = exception.where if isinstance(exception, RunStopped) else self._stopping
+            logger.end_reason = f"{STOP.reason}; stopped {where}" if where else str(STOP.reason)
+        else:
+            text = str(exception).strip() or type(exception).__name__
+            logger.end_reason = f"{type(exception).__name__}: {text}"[:REASON_CHARS]

@@ -1,0 +1,87 @@
+"""Bit-exact resume: every random generator a training step draws from is part of the checkpoint.
+
+A step draws from the process-wide generators: torch's CPU generator and every CUDA device's (GRPO's rollout
+sampling, dropout), numpy's and Python's ``random`` (any code a method calls). Training clips do not: their frame
+jitter is keyed on (seed, epoch, video) by the train sampler (``datamodules/datasets.py:EpochShuffle``), and the
+sampler's position is the train loader's own ``state_dict``.
+
+:class:`TrainingRNG` makes the generators' state at the start of each step a function of the training so far, never
+of what ran around it, so that a run resumed from ``last.ckpt`` continues with the very draws of an uninterrupted one:
+
+* at the end of every training batch it takes a snapshot of all generators (before any checkpoint is written:
+  Lightning runs checkpoint callbacks last), which is its ``state_dict`` in the checkpoint;
+* at the start of every training batch it puts that snapshot back. Whatever drew in between (the data loader's
+  base seed when an epoch starts, a validation pass, a resumed process's start-up) does not leak into the next step.
+
+In a resumed process the snapshot comes from the checkpoint, so step ``N + 1`` starts from the state step ``N`` left.
+Under DDP each rank keeps its own snapshot; the checkpoint holds rank 0's (the ranks' rollouts then repeat rank 0's
+generator after a resume: same numbers on every resume, not those of the uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+
+def capture() -> dict[str, Any]:
+    """The state of torch (CPU and every initialised CUDA device), numpy and Python ``random``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                             "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore(state: dict[str, Any]) -> None:
+    """Put back a :func:`capture` (CUDA states only where this process has the same devices initialised)."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _plain(state: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoint-friendly copy: numpy's state as plain Python values (no pickled numpy objects in ``last.ckpt``)."""
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    out = dict(state, numpy=[kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                             float(cached)])
+    out["python"] = [state["python"][0], list(state["python"][1]), state["python"][2]]
+    return out
+
+
+def _native(state: dict[str, Any]) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    version, internal, gauss = state["python"]
+    return dict(state, numpy=(kind, torch.as_tensor(keys).numpy().astype(np.uint32), pos, has_gauss, cached),
+                python=(version, tuple(internal), gauss))
+
+
+class TrainingRNG(L.Callback):
+    """Snapshot the generators after each training batch, put the snapshot back before the next one, and keep it in
+    the checkpoint (see the module docstring). The CLI adds it to every Trainer."""
+
+    def __init__(self) -> None:
+        self._snapshot: dict[str, Any] | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._snapshot is not None:
+            restore(self._snapshot)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._snapshot = capture()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self._snapshot is None else {"generators": _plain(self._snapshot)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        generators = state_dict.get("generators")
+        self._snapshot = None if generators is None else _native(generators)
