@@ -77,7 +77,7 @@ def test_five_method_report_from_real_runs(tmp_path, monkeypatch, synth_cache):
     for method in METHODS:
         _fit(common, method)
     assert main(["predict", *common, "--model", str(REPO / "configs" / "model" / "frozen_tiny.yaml")]) == 0
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("five").experiment_id])
     predict_id = next(r.info.run_id for r in runs if r.data.tags.get("subcommand") == "predict")
     logged = {r.data.tags["method"]: r.data.metrics for r in runs if r.info.run_id != predict_id}

@@ -117,7 +117,7 @@ def test_transfer_cli_end_to_end_on_the_embedded_default_with_mlflow_and_the_rep
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     run = client.search_runs([client.get_experiment_by_name("t").experiment_id])[0]
     assert run.data.tags["subcommand"] == "transfer" and run.data.params["transfer.num_frames"] == "8"
     assert "transfer/synthetic_vqa/adapted/overall/accuracy" in run.data.metrics

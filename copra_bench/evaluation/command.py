@@ -119,10 +119,10 @@ def _target_run(client: Any, run: Any, settings: EvaluationSettings) -> Attached
 
 def _evaluate_run_id(run_id: str, args: argparse.Namespace) -> tuple[list, EvaluationSettings, dict]:
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from copra_bench.store_uri import tracking_client  # mlflow is slow to import: only here
 
     check_tracking_uri(args.tracking_uri)
-    client = MlflowClient(args.tracking_uri)
+    client = tracking_client(args.tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as err:

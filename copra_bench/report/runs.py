@@ -118,12 +118,12 @@ def load_runs(tracking_uri: str, experiment: str) -> list[RunRecord]:
     Raises:
         ReportError: the store or the experiment does not exist (the message lists the experiments there).
     """
-    from mlflow.tracking import MlflowClient
+    from copra_bench.store_uri import tracking_client  # mlflow is slow to import: only here
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).expanduser().is_file():
         raise ReportError(f"MLflow store {tracking_uri} does not exist; pass --tracking-uri (the runs' "
                           "trainer.logger.init_args.tracking_uri)")
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = tracking_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())

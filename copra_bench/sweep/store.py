@@ -71,14 +71,14 @@ class SweepStore:
         if not create and db is not None and not db.is_file():
             self.client = None
             return
-        from mlflow.tracking import MlflowClient
+        from copra_bench.store_uri import tracking_client  # mlflow is slow to import: only here
 
         from copra_bench.tracking import check_tracking_uri
 
         check_tracking_uri(tracking_uri)
         for attempt in range(5):  # two sweep processes on a new store race to create its tables and experiment
             try:
-                self.client = MlflowClient(tracking_uri=tracking_uri)
+                self.client = tracking_client(tracking_uri)
                 experiment = retry(self.client.get_experiment_by_name, experiment_name)
                 if experiment is None and create:
                     self.experiment_id = retry(self.client.create_experiment, experiment_name,

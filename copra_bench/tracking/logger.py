@@ -32,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from copra_bench.errors import TrackingError
 from copra_bench.signals import STOP
+from copra_bench.store_uri import absolute_tracking_uri
 
 from .local_run import LocalRunRecord
 
@@ -84,16 +85,6 @@ def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
     elif uri.startswith("file:") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
         raise TrackingError(f"MLflow 3 keeps the file store {uri} read-only ('maintenance mode'); use "
                             "sqlite:///mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
-
-
-def absolute_tracking_uri(uri: str) -> str:
-    """``sqlite:///mlflow.db`` -> ``sqlite:////abs/path/mlflow.db``: the store the user meant (the working
-    directory's), recorded unambiguously; MLflow also caches stores by URI, so a relative one would keep pointing at
-    the first working directory in a process that runs several jobs."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
-        return prefix + str(Path(uri[len(prefix):]).expanduser().resolve())
-    return uri
 
 
 def _finite(value: Any) -> float | None:

@@ -62,10 +62,10 @@ def find_run(ckpt_path: str, tracking_uri: str) -> tuple[Path | None, Path]:
         run_dir = path.parent.parent
         return (run_dir if (run_dir / "config.yaml").is_file() else None), path
     if not path.exists() and len(ckpt_path) == 32 and ckpt_path.isalnum():
-        from mlflow.tracking import MlflowClient
+        from copra_bench.store_uri import tracking_client  # mlflow is slow to import: only here
 
         try:
-            run = MlflowClient(tracking_uri).get_run(ckpt_path)
+            run = tracking_client(tracking_uri).get_run(ckpt_path)
         except Exception as err:  # noqa: BLE001 - any store error: say which run and store
             raise TransferError(f"no MLflow run {ckpt_path!r} in {tracking_uri} ({err}); pass --tracking_uri, a run "
                                 "directory or a .ckpt file") from None
