@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from copra_bench.trained_module import TrainedModule
+from copra_bench.vlm.checkpointing import check_checkpointing
+from copra_bench.vlm.loading import checkpoint_family
 
 from .engine import Adaptation, GRPOEngine, TrainingError
 from .grpo import GRPOConfig
@@ -35,6 +37,12 @@ class GRPOMethod(TrainedModule):
         loss_type: ``grpo`` (VLM-R1: token mean per sequence, then batch mean), ``bnpo`` (token mean) or ``dr_grpo``.
         num_iterations: Optimisation steps per batch of rollouts (old log-probs are stored).
         rewards: Reward names (default: by rollout mode). See :mod:`copra_bench.rl.rewards`.
+        loss_micro_batch: Completion rows per old / reference / loss forward, each micro-batch's backward before the
+            next (None: all B * G rows at once). Bounds the loss phase's activations; a divisor or multiple of G.
+            The gradient is the same (to float rounding) for any value. See docs/memory.md.
+        rollout_batch_size: Rows sampled per rollout ``generate`` call (None: all B * G); a divisor or multiple of G.
+        lm_checkpointing: Recompute each LM decoder layer in backward (the frozen backbone stays in eval mode):
+            ~1/3 more loss-phase compute for the activations of one layer instead of all of them.
         **kwargs: :class:`~copra_bench.trained_module.TrainedModule` arguments (lr, epochs, ...) and the
             :class:`~copra_bench.bench_module.BenchModule` ones (backbone, dtype, ...).
     """
@@ -42,18 +50,22 @@ class GRPOMethod(TrainedModule):
     def __init__(self, *, rollout_mode: Literal["format", "constrained"] = "format", num_generations: int = 8,
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, max_completion_length: int = 64,
                  beta: float = 0.1, epsilon: float = 0.2, loss_type: str = "grpo", num_iterations: int = 1,
-                 rewards: Sequence[str] | None = None, **kwargs: Any) -> None:
+                 rewards: Sequence[str] | None = None, loss_micro_batch: int | None = None,
+                 rollout_batch_size: int | None = None, lm_checkpointing: bool = False, **kwargs: Any) -> None:
         # Checked before the backbone loads (minutes for a 7B checkpoint): bad settings fail at config time.
         config = GRPOConfig(num_generations=num_generations, temperature=temperature, top_p=top_p, top_k=top_k,
                             max_completion_length=max_completion_length, epsilon=epsilon, beta=beta,
-                            loss_type=loss_type, num_iterations=num_iterations)
+                            loss_type=loss_type, num_iterations=num_iterations, loss_micro_batch=loss_micro_batch,
+                            rollout_batch_size=rollout_batch_size)
         if rewards is not None:
             resolve_rewards(list(rewards))
+        if lm_checkpointing:
+            check_checkpointing(checkpoint_family(kwargs.get("backbone", "tiny-qwen2-vl")))
         super().__init__(**kwargs)
         self.grpo_config = config
         self.steps_per_batch = self.grpo_config.num_iterations
-        self.engine = GRPOEngine(VLMPolicy(self.backbone, mode=rollout_mode), self.grpo_config,
-                                 None if rewards is None else list(rewards))
+        self.engine = GRPOEngine(VLMPolicy(self.backbone, mode=rollout_mode, checkpointing=lm_checkpointing),
+                                 self.grpo_config, None if rewards is None else list(rewards))
 
     def grpo_adaptations(self, batch: dict) -> tuple[Adaptation, Callable[[int], Adaptation]]:
         """The adaptation the rollouts are sampled under (no grad needed) and, per optimisation iteration, the one
@@ -67,8 +79,15 @@ class GRPOMethod(TrainedModule):
             rollout_adaptation, loss_adaptation = self.grpo_adaptations(batch)
             experience = self.engine.make_experience(batch, rollout_adaptation)
             for iteration in range(self.grpo_config.num_iterations):
-                loss, stats = self.engine.loss(batch, experience, loss_adaptation(iteration))
-                self.optimise(loss, batch)
+                adaptation, result = loss_adaptation(iteration), {}
+
+                def backward(adaptation=adaptation, result=result) -> None:
+                    # micro-batched forward + backward, each inside its adaptation (see GRPOEngine.backward)
+                    _, result["stats"] = self.engine.backward(batch, experience, adaptation,
+                                                              backward=self.manual_backward)
+
+                self.optimise(None, batch, backward=backward)
+                stats = result["stats"]
         except TrainingError as err:
             if "global step" in str(err):
                 raise
