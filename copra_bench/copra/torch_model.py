@@ -51,6 +51,8 @@ class COPRAModel(nn.Module):
         self.generator = ParameterGenerator(self.layout, vision_dim=self.mapping.vision_dim(backbone), width=width,
                                             depth=depth, heads=heads, alpha=alpha, global_latent=global_latent,
                                             checkpointing=checkpointing)
+        # bf16 backbone: the generator computes in bf16 autocast too (about half its float32 time on a GPU)
+        self.generator.autocast_dtype = backbone.dtype if backbone.dtype in (torch.bfloat16, torch.float16) else None
         self.injector = LoRAInjector(backbone, self.mapping, self.layout)
 
     def generator_parameters(self) -> int:
