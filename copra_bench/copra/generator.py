@@ -221,7 +221,8 @@ class ParameterGenerator(nn.Module):
             x = x + self.prior
         x = x.unsqueeze(0).expand(b, -1, -1, -1)
         dtype = self.autocast_dtype
-        with torch.autocast(param.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with torch.autocast(param.device.type if param.device.type in ("cuda", "cpu") else "cpu",
+                            dtype=dtype or torch.bfloat16, enabled=dtype is not None and param.device.type != "meta"):
             for block in self.blocks:
                 if self.checkpointing and torch.is_grad_enabled():
                     x = checkpoint(block, x, memory, mask, use_reentrant=False)
