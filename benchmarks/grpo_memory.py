@@ -38,13 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from adaptation_overhead import qwen2_vl_7b_config  # noqa: E402
+from adaptation_overhead import qwen2_vl_7b_config
 
-from copra_bench.copra.injection import LoRAInjector  # noqa: E402
-from copra_bench.copra.layout import LoRADeltas  # noqa: E402
-from copra_bench.copra.mappings import mapping_for  # noqa: E402
-from copra_bench.vlm.checkpointing import lm_checkpointing  # noqa: E402
-from copra_bench.vlm.families import family_of  # noqa: E402
+from copra_bench.copra.injection import LoRAInjector
+from copra_bench.copra.layout import LoRADeltas
+from copra_bench.copra.mappings import mapping_for
+from copra_bench.vlm.checkpointing import lm_checkpointing
+from copra_bench.vlm.families import family_of
 
 GB = 1e9
 HIDDEN, KV_DIM, VOCAB_QWEN2VL, VOCAB_INTERNVL3 = 3584, 4 * 128, 152064, 151674
@@ -242,7 +242,9 @@ def predict(fit: dict, points: list) -> list[dict]:
         row = {"config": name, "micro_batch": micro, "lm_checkpointing": ckpt, "weights_gb": weights / GB,
                "trained_gb": trained / GB, "rollout_gb": rollout / GB, "loss_gb": loss / GB, "peak_gb": peak / GB}
         rows_out.append(row)
-        fits = lambda card: "fits" if peak / GB <= card - 5 else "too big"  # noqa: E731
+        def fits(card: int, peak: float = peak) -> str:
+            return "fits" if peak / GB <= card - 5 else "too big"
+
         print(f"| {name} | {micro} | {ckpt} | {weights / GB:.1f} | {trained / GB:.2f} | {rollout / GB:.1f} | "
               f"{loss / GB:.1f} | {peak / GB:.1f} | {fits(80)} | {fits(141)} |")
     return rows_out

@@ -191,3 +191,40 @@ def test_loss_phase_memory_does_not_grow_with_the_rows_at_a_fixed_micro_batch():
     unbatched_small, unbatched_large = _loss_phase_peak(method, 2, None), _loss_phase_peak(method, 6, None)
     assert unbatched_large > 2.0 * unbatched_small  # what the micro-batches remove: the measure can fail
     assert large < unbatched_large / 2
+
+
+def test_out_of_memory_names_the_step_rows_tokens_and_the_keys(tmp_path, monkeypatch, capsys, synth_cache):
+    import yaml
+
+    from copra_bench.cli import main
+
+    from .test_cli import MAIN, _small_data_config
+
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "model.yaml"
+    model.write_text(yaml.safe_dump({"class_path": "copra_bench.copra.COPRA", "init_args": {
+        **COPRA_TINY, "rollout_mode": "constrained", "num_generations": 4, "loss_micro_batch": 2}}))
+    trainer = tmp_path / "trainer.yaml"
+    trainer.write_text(yaml.safe_dump({
+        "max_steps": 4, "num_sanity_val_steps": 0, "limit_val_batches": 0, "enable_progress_bar": False,
+        "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                       "init_args": {"save_last": True, "every_n_train_steps": 1, "save_top_k": 0}}]}))
+    calls: list[int] = []
+    original = GRPOEngine.backward
+
+    def runs_out_at_the_third_step(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GRPOEngine, "backward", runs_out_at_the_third_step)
+    code = main(["fit", "--config", MAIN, "--data", _small_data_config(tmp_path, synth_cache), "--model", str(model),
+                 "--trainer", str(trainer), "--data.init_args.batch_size", "1", "--test_after_fit", "false"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "out of GPU memory at global step 2 in the loss phase: 1 inputs x G=4 = 4 rows of " in err
+    assert "1 completion tokens; loss_micro_batch=2" in err
+    assert "model.init_args.loss_micro_batch (e.g. 1), model.init_args.lm_checkpointing: true" in err
+    (last,) = tmp_path.glob("outputs/*/*/checkpoints/last.ckpt")
+    assert torch.load(last, weights_only=False)["global_step"] == 2  # the step before, whole

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import torch
+
 from copra_bench.trained_module import TrainedModule
 from copra_bench.vlm.checkpointing import check_checkpointing
 from copra_bench.vlm.loading import checkpoint_family
@@ -75,9 +77,11 @@ class GRPOMethod(TrainedModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         stats: dict[str, Any] = {}
+        where: dict[str, Any] = {"phase": "generator / rollout"}
         try:
             rollout_adaptation, loss_adaptation = self.grpo_adaptations(batch)
             experience = self.engine.make_experience(batch, rollout_adaptation)
+            where.update(phase="loss", experience=experience)
             for iteration in range(self.grpo_config.num_iterations):
                 adaptation, result = loss_adaptation(iteration), {}
 
@@ -92,4 +96,27 @@ class GRPOMethod(TrainedModule):
             if "global step" in str(err):
                 raise
             self.stop(str(err), batch, err.inputs)
+        except torch.OutOfMemoryError as err:
+            raise TrainingError(self._out_of_memory(batch, where)) from err
         self.log_step(stats, batch)
+
+    def _out_of_memory(self, batch: dict, where: dict[str, Any]) -> str:
+        """What ran out of memory (step, phase, rows and tokens) and the keys that lower it (docs/memory.md)."""
+        cfg = self.grpo_config
+        inputs = len(batch["label"])
+        rows = inputs * cfg.num_generations
+        experience = where.get("experience")
+        tokens = "prompt length unknown (before the rollouts finished)"
+        if experience is not None:
+            prompt = experience.rollouts.extras.get("inputs", {}).get("input_ids")
+            length = int(experience.rollouts.completion_ids.shape[1])
+            tokens = f"{int(prompt.shape[1]) if prompt is not None else '?'} prompt + {length} completion tokens"
+        micro = cfg.loss_micro_batch or rows
+        return (f"out of GPU memory at global step {self.global_step} in the {where['phase']} phase: {inputs} "
+                f"inputs x G={cfg.num_generations} = {rows} rows of {tokens}; loss_micro_batch={micro}, "
+                f"rollout_batch_size={cfg.rollout_batch_size or rows}, lm_checkpointing={self.engine.policy.checkpointing}. "
+                f"To lower memory: model.init_args.loss_micro_batch (e.g. {max(1, micro // 2)}), "
+                "model.init_args.lm_checkpointing: true, model.init_args.rollout_batch_size (rollout phase), "
+                "the pixel budget model.init_args.backbone_options.video_kwargs.size.longest_edge, or "
+                "data.init_args.batch_size (docs/memory.md). Training stopped before the optimiser step; the last "
+                "checkpoint is intact: resume with --ckpt_path last.")
