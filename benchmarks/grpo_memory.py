@@ -10,6 +10,8 @@ Three subcommands:
   trained tensors (real vocabularies and vision towers) and prints the predicted full-depth peak per card.
 * ``measure``: the same loss forward + backward for real on CPU (bf16, 1-2 layers, reduced vocabulary), each
   point in a fresh process: its peak RSS increase against the meta count of the same point.
+* ``score``: test-pass speed at 7B width: frozen and COPRA windows/s, COPRA's generator (full 28-layer layout) in
+  float32 against bf16 autocast.
 * ``step``: one full GRPO step (rollout, reference, loss forward, backward, optimiser) of COPRA through
   ``GRPOEngine`` with its time split and peak memory, at 7B width and any depth (``--lm-layers 28 --device cuda``
   is the paper-config check of ``benchmarks/gpu_overhead.sh``; ``--tiny`` runs the same code on the tiny model).
@@ -291,10 +293,12 @@ def main() -> None:
     m.add_argument("--tokens", nargs="+", type=int, default=[256, 512])
     m.add_argument("--vocab", type=int, default=4096)
     step = sub.add_parser("step")
-    from grpo_memory_step import add_step_arguments, run_steps
+    score = sub.add_parser("score")
+    from grpo_memory_step import add_score_arguments, add_step_arguments, run_scoring, run_steps
 
     add_step_arguments(step)
-    for p in (c, m, step):
+    add_score_arguments(score)
+    for p in (c, m, step, score):
         p.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -304,6 +308,8 @@ def main() -> None:
         print("| layers | tokens | LM ckpt | measured peak RSS increase | saved (real) | saved (meta) | s |")
         print("|---|---|---|---|---|---|---|")
         result = measure(args)
+    elif args.command == "score":
+        result = run_scoring(args)
     else:
         result = run_steps(args)
     if args.json:

@@ -132,3 +132,71 @@ def _one_step(model, engine, optimizer, batch, device) -> dict:
             "loss_forward_s": stats["timing/loss_forward_s"], "backward_s": stats["timing/backward_s"],
             "optimiser_s": optimiser_s, "step_s": _now(device) - start,
             "tokens_per_row": prompt + stats["completion_length"], "prompt_tokens": prompt}
+
+
+def add_score_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lm-layers", type=int, default=1)
+    p.add_argument("--vision-depth", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--windows", type=int, default=2, help="windows per batch")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--frame-size", nargs=2, type=int, default=[240, 320])
+    p.add_argument("--repeats", type=int, default=2)
+
+
+def run_scoring(args) -> dict:
+    """Test-pass speed at 7B width: frozen vs COPRA windows/s (``--lm-layers`` deep), and COPRA's generator for
+    the full 28-layer layout in float32 against bf16 autocast."""
+    import statistics
+
+    from grpo_memory import lm_model
+
+    from copra_bench.copra.generator import ParameterGenerator
+    from copra_bench.copra.mappings import mapping_for
+    from copra_bench.copra.torch_model import COPRAModel
+
+    args.shipped = yaml_config("configs/model/copra_qwen2vl_7b.yaml")
+    args.tiny, args.dtype = False, "bfloat16"
+    backbone = _backbone(args)
+    frames = torch.randint(0, 256, (args.windows, args.frames, *args.frame_size, 3), dtype=torch.uint8)
+    model = COPRAModel(backbone, rank=8, width=512, depth=max(1, args.lm_layers // 2), heads=8).to(args.device)
+
+    def timed(fn) -> float:
+        fn()
+        runs = []
+        for _ in range(args.repeats):
+            start = _now(args.device)
+            fn()
+            runs.append(_now(args.device) - start)
+        return statistics.median(runs)
+
+    out = {"frozen_s": timed(lambda: backbone.score(frames))}
+    for name, dtype in (("copra_fp32_generator_s", None), ("copra_autocast_generator_s", torch.bfloat16)):
+        model.generator.autocast_dtype = dtype
+        with torch.no_grad():
+            out[name] = timed(lambda: model.score_self_conditioned(frames))
+    layout = mapping_for(lm_model(28, 4096, "meta", torch.bfloat16)).layout(lm_model(28, 4096, "meta", torch.bfloat16))
+    generator = ParameterGenerator(layout, vision_dim=3584, width=512, depth=14, heads=8).to(args.device)
+    tokens = [torch.randn(560, 3584, device=args.device) for _ in range(args.windows)]
+    for name, dtype in (("generator28_fp32_s", None), ("generator28_autocast_s", torch.bfloat16)):
+        generator.autocast_dtype = dtype
+        with torch.no_grad():
+            out[name] = timed(lambda: generator(tokens))
+    prompt = int(backbone.prepare_inputs(frames[:1], with_answer_prefix=True)["input_ids"].shape[1])
+    print(f"7B width, {args.lm_layers} LM layer(s), {args.vision_depth} ViT layer(s), {args.windows} windows of "
+          f"{args.frames} x {args.frame_size} ({prompt} tokens), bf16 on {args.device}; generator: 28-layer layout, "
+          f"{generator.num_parameters() / 1e6:.1f}M parameters")
+    print("| frozen windows/s | COPRA windows/s (generator fp32) | COPRA windows/s (generator bf16 autocast) | "
+          "28-layer generator fp32 s/window | bf16 autocast s/window |")
+    print("|---|---|---|---|---|")
+    w = args.windows
+    print(f"| {w / out['frozen_s']:.2f} | {w / out['copra_fp32_generator_s']:.2f} | "
+          f"{w / out['copra_autocast_generator_s']:.2f} | {out['generator28_fp32_s'] / w:.3f} | "
+          f"{out['generator28_autocast_s'] / w:.3f} |")
+    return {**out, "prompt_tokens": prompt, "windows": w}
+
+
+def yaml_config(path: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / path).read_text())["init_args"]

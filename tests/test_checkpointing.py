@@ -116,3 +116,30 @@ def test_a_family_that_cannot_checkpoint_is_refused_before_loading(tmp_path):
             COPRA(backbone=str(tmp_path), lm_checkpointing=True)
     finally:
         _REGISTRY.pop("fake_vl")
+
+
+@pytest.mark.parametrize("kind", ["lora_sft", "prompt_tuning"])
+def test_supervised_micro_batches_and_checkpointing_keep_the_gradient(kind):
+    from copra_bench.baselines import LoRASFT, PromptTuning
+
+    torch.manual_seed(0)
+    method = LoRASFT(rank=2, alpha=4.0) if kind == "lora_sft" else PromptTuning(num_virtual_tokens=4)
+    with torch.no_grad():
+        for p in method.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    g = torch.Generator().manual_seed(0)
+    batch = {"frames": torch.randint(0, 256, (4, 4, 48, 64, 3), generator=g, dtype=torch.uint8),
+             "label": torch.tensor([0, 1, 1, 0])}
+
+    def grads(micro, ckpt):
+        method.micro_batch, method.lm_checkpointing = micro, ckpt
+        method.zero_grad(set_to_none=True)
+        stats = method.accumulate_gradients(batch, backward=torch.Tensor.backward)
+        return [p.grad.clone() for p in method.trainable_parameters()], float(stats["loss"])
+
+    reference, loss = grads(None, False)
+    for micro, ckpt in ((1, False), (2, True), (None, True)):
+        got, got_loss = grads(micro, ckpt)
+        for a, b in zip(got, reference, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=f"micro_batch={micro}, checkpointing={ckpt}")
+        assert abs(got_loss - loss) < 1e-6
