@@ -34,7 +34,8 @@ def _batch(inputs: int = 3, seed: int = 0) -> dict:
 
 def _copra(mode: str, **grpo) -> COPRA:
     torch.manual_seed(0)
-    method = COPRA(**COPRA_TINY, rollout_mode=mode, num_generations=4, max_completion_length=6, beta=0.1, **grpo)
+    method = COPRA(**{**COPRA_TINY, "rollout_mode": mode, "num_generations": 4, "max_completion_length": 6,
+                      "beta": 0.1, **grpo})
     with torch.no_grad():  # B's head starts at 0 (the frozen model): move it so every gradient path is exercised
         method.model.generator.head_b[-1].weight.normal_(0, 0.05)
     return method
@@ -93,9 +94,11 @@ def test_micro_batched_step_has_the_unbatched_gradient(kind, mode):
         assert abs(micro_stats["kl"] - stats["kl"]) < 1e-6
 
 
-@pytest.mark.parametrize("loss_type", ["bnpo", "dr_grpo"])
-def test_every_loss_type_splits_exactly(loss_type):
-    method = _copra("format", loss_type=loss_type)
+@pytest.mark.parametrize(("loss_type", "backbone"), [("bnpo", "tiny-qwen2-vl"), ("dr_grpo", "tiny-qwen2-vl"),
+                                                     ("grpo", "tiny-internvl"), ("grpo", "tiny-qwen3-vl")])
+def test_every_loss_type_and_family_splits_exactly(loss_type, backbone):
+    # InternVL and Qwen3-VL re-encode each row's pixels: the micro-batches slice per-frame tiles / patches
+    method = _copra("format", loss_type=loss_type, backbone=backbone)
     batch = _batch()
     tokens = method.model.condition_tokens(batch["frames"])
     torch.manual_seed(2)
