@@ -41,11 +41,35 @@ def add_step_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _backbone(args):
-    from adaptation_overhead import build_backbone
+    """The tiny model, or a random Qwen2-VL-7B-width one with the tiny tokenizer; on CPU its vocabulary is the
+    tokenizer's (~400 ids: the 152,064-row embedding and LM head would take 4.4 GB in float32 and are counted by
+    ``grpo_memory.py count`` instead), on a GPU the real one."""
+    from adaptation_overhead import build_backbone, qwen2_vl_7b_config
 
     ns = argparse.Namespace(size="tiny" if args.tiny else "7b", frame_size=args.frame_size, dtype=args.dtype,
                             device=args.device, lm_layers=args.lm_layers, vision_depth=args.vision_depth)
-    backbone = build_backbone(ns)
+    if args.tiny or torch.device(args.device).type != "cpu":
+        backbone = build_backbone(ns)
+    else:
+        from transformers import Qwen2VLForConditionalGeneration
+
+        from copra_bench.vlm import VLMBackbone
+        from copra_bench.vlm.families.qwen2_vl import build_tiny
+        from copra_bench.vlm.tiny_tokenizer import vocab_size
+
+        _, processor = build_tiny()
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(getattr(torch, args.dtype))
+        try:
+            model = Qwen2VLForConditionalGeneration(
+                qwen2_vl_7b_config(vocab_size(processor.tokenizer), args.lm_layers, args.vision_depth))
+        finally:
+            torch.set_default_dtype(previous)
+        gen = model.eval().generation_config
+        gen.eos_token_id, gen.pad_token_id = model.config.text_config.eos_token_id, model.config.text_config.pad_token_id
+        h, w = args.frame_size
+        backbone = VLMBackbone(model, processor, family="qwen2_vl", name="random-qwen2-vl-7b-width",
+                               video_kwargs={"size": {"shortest_edge": 28 * 28, "longest_edge": h * w}})
     if args.shipped:
         budget = (args.shipped.get("backbone_options") or {}).get("video_kwargs")
         if budget:
