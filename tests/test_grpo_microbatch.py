@@ -15,7 +15,8 @@ from copra_bench.baselines import StaticLoRAGRPO
 from copra_bench.copra import COPRA
 from copra_bench.rl import GRPOConfig, GRPOConfigError, GRPOEngine
 
-COPRA_TINY = dict(rank=2, alpha=4.0, generator_depth=1, generator_width=32, generator_heads=2, segment_size=16)
+COPRA_TINY = {"rank": 2, "alpha": 4.0, "generator_depth": 1, "generator_width": 32, "generator_heads": 2,
+              "segment_size": 16}
 
 
 @pytest.fixture(scope="module", autouse=True)
