@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from copra_bench.bench_module import BenchModule
 from copra_bench.datamodules.base import VADDataModule
 from copra_bench.errors import CopraError
+from copra_bench.precision import check_precision
 from copra_bench.run_identity import CONFIG_HASH_TAG, config_hash, resumable_run_id
 from copra_bench.tool_table import TOOLS
 from copra_bench.tracking import ConfigToRun, MLFlowLogger
@@ -110,6 +111,7 @@ class CopraCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_trained_weights(str(self.subcommand), config)
+        check_precision(str(self.subcommand), config)  # before the backbone loads
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with the method's ``trainer_arguments`` applied where the config leaves a key at Trainer's

@@ -129,14 +129,18 @@ class TrainedModule(BenchModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -------------------------------------------------------------------------------------------- the guarded step
-    def optimise(self, loss: torch.Tensor, batch: dict) -> None:
+    def optimise(self, loss: torch.Tensor | None, batch: dict, *, backward: Any = None) -> None:
         """One guarded optimiser step on ``loss``: finite loss, backward, clip, finite gradients, step, finite
-        trained tensors, schedule."""
-        if not torch.isfinite(loss).all():
+        trained tensors, schedule. ``backward()``, when given, computes the gradients itself instead (GRPO's
+        micro-batches; ``loss`` None)."""
+        if loss is not None and not torch.isfinite(loss).all():
             self.stop("non-finite loss", batch)
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        if backward is None:
+            self.manual_backward(loss)
+        else:
+            backward()
         if self.grad_clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         params = self.trainable_parameters()

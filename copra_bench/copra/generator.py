@@ -142,6 +142,9 @@ class ParameterGenerator(nn.Module):
         self.scale = self.alpha / layout.rank
         self.global_latent = bool(global_latent)
         self.checkpointing = bool(checkpointing)
+        #: compute dtype of the blocks and heads under autocast (None: the parameters' float32); COPRAModel sets
+        #: the backbone's 16-bit dtype. Parameters, optimiser state and the emitted LoRA values stay float32.
+        self.autocast_dtype: torch.dtype | None = None
         L, S = layout.num_layers, layout.tokens_per_layer
         self.layer_embed = nn.Parameter(torch.randn(L, 1, width) * 0.02)
         self.slot_embed = nn.Parameter(torch.randn(1, S, width) * 0.02)
@@ -217,14 +220,19 @@ class ParameterGenerator(nn.Module):
         if self.prior is not None:
             x = x + self.prior
         x = x.unsqueeze(0).expand(b, -1, -1, -1)
-        for block in self.blocks:
-            if self.checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, memory, mask, use_reentrant=False)
-            else:
-                x = block(x, memory, mask)
-        x = self.norm(x)
-        na = self.layout.num_a_tokens
-        return self._assemble(self.head_a(x[:, :, :na]), self.head_b(x[:, :, na:]), na)
+        dtype = self.autocast_dtype
+        with torch.autocast(param.device.type if param.device.type in ("cuda", "cpu") else "cpu",
+                            dtype=dtype or torch.bfloat16, enabled=dtype is not None and param.device.type != "meta"):
+            for block in self.blocks:
+                if self.checkpointing and torch.is_grad_enabled():
+                    x = checkpoint(block, x, memory, mask, use_reentrant=False)
+                else:
+                    x = block(x, memory, mask)
+            x = self.norm(x)
+            na = self.layout.num_a_tokens
+            a_tokens, b_tokens = self.head_a(x[:, :, :na]), self.head_b(x[:, :, na:])
+        # the LoRA values stay float32 (the injection casts them to the activations' dtype once per apply)
+        return self._assemble(a_tokens.float(), b_tokens.float(), na)
 
     def _assemble(self, a_tokens: torch.Tensor, b_tokens: torch.Tensor, na: int) -> LoRADeltas:
         """Token outputs ``[B, L, n, r * d_seg]`` -> per-target ``A [B, L, r, in]`` and ``B [B, L, out, r]``."""

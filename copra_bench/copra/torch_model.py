@@ -51,6 +51,8 @@ class COPRAModel(nn.Module):
         self.generator = ParameterGenerator(self.layout, vision_dim=self.mapping.vision_dim(backbone), width=width,
                                             depth=depth, heads=heads, alpha=alpha, global_latent=global_latent,
                                             checkpointing=checkpointing)
+        # bf16 backbone: the generator computes in bf16 autocast too (about half its float32 time on a GPU)
+        self.generator.autocast_dtype = backbone.dtype if backbone.dtype in (torch.bfloat16, torch.float16) else None
         self.injector = LoRAInjector(backbone, self.mapping, self.layout)
 
     def generator_parameters(self) -> int:
@@ -68,10 +70,10 @@ class COPRAModel(nn.Module):
         """One LoRA update per input, conditioned on its frames."""
         return self.generator(self.condition_tokens(frames))
 
-    def adaptation(self, deltas: LoRADeltas):
+    def adaptation(self, deltas: LoRADeltas) -> InjectedAdaptation:
         """The GRPO engine's adaptation: ``adaptation(repeats)`` injects ``deltas`` for rows repeated ``repeats``
-        times per input."""
-        return lambda repeats: self.injector.apply(deltas, repeats=repeats)
+        times per input (see :class:`InjectedAdaptation`)."""
+        return InjectedAdaptation(self.injector, deltas)
 
     def score(self, frames: Any, deltas: LoRADeltas, *, return_features: bool = False) -> ScoreOutput:
         """Anomaly scores of the adapted VLM (its P("1") at the answer position), one LoRA per input."""
@@ -85,3 +87,38 @@ class COPRAModel(nn.Module):
 
     def forward(self, frames: Any, *, return_features: bool = False) -> ScoreOutput:
         return self.score_self_conditioned(frames, return_features=return_features)
+
+
+class InjectedAdaptation:
+    """Generated per-input LoRA deltas as an adaptation of the GRPO engine (:mod:`copra_bench.rl.engine`).
+
+    ``adaptation(repeats)`` injects them; ``select(inputs)`` restricts them to some inputs (a micro-batch);
+    ``accumulate()`` returns an adaptation over detached leaf copies of the deltas and ``finish(backward)``, which
+    backpropagates the gradient the micro-batches accumulated in the leaves through the generator once: the
+    surrogate ``sum_t <deltas_t, grad_t>`` has exactly the gradient ``sum_t grad_t * d deltas_t / d theta``, so the
+    generator runs (and is differentiated) once per step however many micro-batches the loss takes.
+    """
+
+    def __init__(self, injector: LoRAInjector, deltas: LoRADeltas) -> None:
+        self.injector, self.deltas = injector, deltas
+
+    def __call__(self, repeats: int = 1):
+        return self.injector.apply(self.deltas, repeats=repeats)
+
+    def select(self, inputs: range) -> InjectedAdaptation:
+        return InjectedAdaptation(self.injector, self.deltas.select(slice(inputs.start, inputs.stop)))
+
+    def accumulate(self):
+        leaves = self.deltas._map(lambda t: t.detach().requires_grad_(t.requires_grad))
+
+        def finish(backward) -> None:
+            pairs = [(t, leaf.grad) for t, leaf in zip(_tensors(self.deltas), _tensors(leaves), strict=True)
+                     if leaf.grad is not None and t.requires_grad]
+            if pairs:
+                backward(sum((t * grad.to(t.dtype)).sum() for t, grad in pairs))
+
+        return InjectedAdaptation(self.injector, leaves), finish
+
+
+def _tensors(deltas: LoRADeltas) -> list[torch.Tensor]:
+    return [*deltas.A.values(), *deltas.B.values()]

@@ -36,14 +36,21 @@ class LinearBiasAdaptation(nn.Module):
     def forward(self, repeats: int) -> contextlib.AbstractContextManager:  # type: ignore[override]
         return self._applied(int(repeats))
 
+    def select(self, inputs: range):
+        """The adaptation of some inputs only (a GRPO micro-batch); a shared bias is the same for every input."""
+        if not self.per_input:
+            return self
+        return lambda repeats: self._applied(int(repeats), slice(inputs.start, inputs.stop))
+
     @contextlib.contextmanager
-    def _applied(self, repeats: int) -> Iterator[None]:
+    def _applied(self, repeats: int, inputs: slice = slice(None)) -> Iterator[None]:
         def hook(_module, _inputs, output):
             rows = output.shape[0]
             self.calls.append(rows)
-            bias = self.bias.repeat_interleave(repeats, dim=0) if self.per_input else self.bias
+            own = self.bias[inputs]
+            bias = own.repeat_interleave(repeats, dim=0) if self.per_input else own
             if self.per_input and bias.shape[0] != rows:
-                raise ValueError(f"adaptation for {self.bias.shape[0]} inputs x {repeats} repeats got {rows} rows")
+                raise ValueError(f"adaptation for {own.shape[0]} inputs x {repeats} repeats got {rows} rows")
             return output + bias.view(bias.shape[0], *([1] * (output.dim() - 2)), -1)
 
         handle = self.linear[0].register_forward_hook(hook)

@@ -10,8 +10,16 @@ One training step (manual optimisation)::
 
     experience = engine.make_experience(batch, adaptation)          # no grad: rollouts, rewards, ref log-probs
     for _ in range(config.num_iterations):
-        loss, stats = engine.loss(batch, experience, adaptation)    # grad through the adaptation only
-        loss.backward(); optimizer.step(); optimizer.zero_grad()
+        loss, stats = engine.backward(batch, experience, adaptation)  # micro-batched forward + backward
+        optimizer.step(); optimizer.zero_grad()
+
+Memory: :meth:`GRPOEngine.backward` runs the loss in micro-batches of ``config.loss_micro_batch`` rows, each one's
+backward inside its adaptation context (so that layers recomputed by gradient checkpointing see the adaptation)
+before the next forward; the old / reference forwards use the same micro-batches. A per-input adaptation restricts
+itself to a micro-batch's inputs through ``adaptation.select(range)``; one without ``select`` is shared by every
+input. An adaptation whose tensors come from a network (COPRA's generated LoRA) may offer ``accumulate()`` ->
+``(leaf adaptation, finish)``: the micro-batches then backpropagate into detached leaf copies, and ``finish(backward)``
+sends their summed gradient through the network once (exactly the gradient of the unbatched step).
 """
 
 from __future__ import annotations
@@ -26,12 +34,20 @@ import torch
 
 from copra_bench.errors import CopraError
 
-from .grpo import GRPOConfig, GRPOConfigError, group_advantages, grpo_loss
+from .grpo import GRPOConfig, GRPOConfigError, group_advantages, grpo_loss, row_chunks
 from .rewards import RewardError, RewardFn, resolve_rewards
 
-__all__ = ["Adaptation", "Experience", "GRPOEngine", "Policy", "Rollouts", "TrainingError"]
+__all__ = ["Adaptation", "Experience", "GRPOEngine", "Policy", "Rollouts", "TrainingError", "restrict_adaptation"]
 
 Adaptation = Callable[[int], ContextManager]
+
+
+def restrict_adaptation(adaptation: Adaptation | None, inputs: range, num_inputs: int) -> Adaptation | None:
+    """The adaptation of inputs ``inputs`` of a batch of ``num_inputs`` (its ``select``; a shared one as it is)."""
+    if adaptation is None or (inputs.start == 0 and inputs.stop == num_inputs):
+        return adaptation
+    select = getattr(adaptation, "select", None)
+    return adaptation if select is None else select(inputs)
 
 
 class TrainingError(CopraError, RuntimeError):
@@ -91,9 +107,11 @@ class Policy(Protocol):
         """Sample ``num_generations`` completions per input of ``batch`` (``"frames"``, ``"label"``); no grad."""
         ...
 
-    def completion_logprobs(self, batch: dict, rollouts: Rollouts, *, adaptation: Adaptation | None) -> torch.Tensor:
+    def completion_logprobs(self, batch: dict, rollouts: Rollouts, *, adaptation: Adaptation | None,
+                            rows: tuple[int, int] | None = None, inside: Callable | None = None) -> Any:
         """Per-token log-probs ``[N, T]`` of the rollouts' completions; differentiable through the adaptation
-        when grad is enabled."""
+        when grad is enabled. ``rows``: only rows ``[start, stop)`` (a chunk of :func:`~copra_bench.rl.grpo.row_chunks`).
+        ``inside``: called with the log-probs while the adaptation is still active; its result is returned."""
         ...
 
 
@@ -166,13 +184,13 @@ class GRPOEngine:
         timings["old_s"] = 0.0
         if cfg.num_iterations > 1:
             start = _now()
-            old_logp = self.policy.completion_logprobs(batch, rollouts, adaptation=adaptation).detach()
+            old_logp = self._logprobs_no_grad(batch, rollouts, adaptation)
             self._check_finite(old_logp, rollouts, "rollout-policy log-probs")
             timings["old_s"] = _now() - start
         timings["ref_s"] = 0.0
         if cfg.beta > 0:
             start = _now()
-            ref_logp = self.policy.completion_logprobs(batch, rollouts, adaptation=None).detach()
+            ref_logp = self._logprobs_no_grad(batch, rollouts, None)
             self._check_finite(ref_logp, rollouts, "reference log-probs")
             timings["ref_s"] = _now() - start
         device = rollouts.completion_ids.device
@@ -186,7 +204,67 @@ class GRPOEngine:
             timings=timings,
         )
 
+    def _logprobs_no_grad(self, batch: dict, rollouts: Rollouts, adaptation: Adaptation | None) -> torch.Tensor:
+        """Old or reference log-probs, in the loss's micro-batches (one forward when unset)."""
+        chunks = row_chunks(rollouts.num_rows, rollouts.num_generations, self.config.loss_micro_batch)
+        with torch.no_grad():
+            if len(chunks) == 1:
+                return self.policy.completion_logprobs(batch, rollouts, adaptation=adaptation).detach()
+            parts = [self.policy.completion_logprobs(batch, rollouts, adaptation=adaptation, rows=c) for c in chunks]
+        return torch.cat(parts, dim=0).detach()
+
     # ------------------------------------------------------------------ loss
+    def backward(self, batch: dict, experience: Experience, adaptation: Adaptation | None, *,
+                 backward: Callable[[torch.Tensor], Any] | None = None) -> tuple[torch.Tensor, dict]:
+        """The GRPO loss's gradient, accumulated into the adaptation's parameters micro-batch by micro-batch.
+
+        Each micro-batch of ``config.loss_micro_batch`` rows: forward under its adaptation, its share of the loss
+        (the batch's normalisers: the shares sum to :meth:`loss`), a finite check, ``backward(share)`` while the
+        adaptation is active. ``backward`` defaults to ``Tensor.backward`` (a LightningModule passes
+        ``manual_backward``). Returns ``(loss, stats)`` as :meth:`loss`, the loss detached; stats add
+        ``timing/backward_s``. Raises :class:`TrainingError` before the first backward of a non-finite micro-batch.
+        """
+        backward = backward or torch.Tensor.backward
+        rollouts, g = experience.rollouts, experience.rollouts.num_generations
+        chunks = row_chunks(rollouts.num_rows, g, self.config.loss_micro_batch)
+        finish = None
+        if len(chunks) > 1 and hasattr(adaptation, "accumulate"):
+            adaptation, finish = adaptation.accumulate()
+        tokens = rollouts.mask.sum()
+        totals: dict[str, torch.Tensor] = {}
+        times = {"forward": 0.0, "backward": 0.0}
+
+        def share(logp: torch.Tensor, start: int, stop: int) -> None:
+            times["forward"] += _now() - times.pop("t0")
+            self._check_finite(logp.detach(), rollouts, "policy log-probs", offset=start)
+            part, part_stats = grpo_loss(
+                logp, _rows(experience.old_logp, start, stop), _rows(experience.ref_logp, start, stop),
+                experience.advantages[start:stop], rollouts.mask[start:stop], self.config,
+                max_completion_length=rollouts.max_length,
+                **({} if len(chunks) == 1 else {"num_rows": rollouts.num_rows, "num_tokens": tokens}))
+            if not torch.isfinite(part):
+                rows = list(range(start, stop))
+                raise TrainingError(f"non-finite GRPO loss in completion rows {start}..{stop - 1}", rows=rows,
+                                    inputs=sorted({r // g for r in rows}))
+            t0 = _now()
+            backward(part)
+            times["backward"] += _now() - t0
+            for key, value in {"loss": part, **part_stats}.items():
+                totals[key] = totals.get(key, 0.0) + value.detach()
+
+        for start, stop in chunks:
+            times["t0"] = _now()
+            rows = None if len(chunks) == 1 else (start, stop)
+            self.policy.completion_logprobs(batch, rollouts, adaptation=adaptation, rows=rows,
+                                            inside=lambda logp, a=start, b=stop: share(logp, a, b))
+        if finish is not None:
+            t0 = _now()
+            finish(backward)
+            times["backward"] += _now() - t0
+        stats = self._stats(experience, totals)
+        stats["timing/loss_forward_s"], stats["timing/backward_s"] = times["forward"], times["backward"]
+        return totals["loss"], stats
+
     def loss(self, batch: dict, experience: Experience, adaptation: Adaptation | None) -> tuple[torch.Tensor, dict]:
         """GRPO loss of the experience's completions under ``adaptation`` (with grad when grad is enabled).
 
@@ -213,26 +291,32 @@ class GRPOEngine:
             rows = list(range(rollouts.num_rows))
             raise TrainingError(f"non-finite GRPO loss {loss.item()}: every row is suspect", rows=rows,
                                 inputs=sorted({r // rollouts.num_generations for r in rows}))
+        stats = self._stats(experience, {"loss": loss, **loss_stats})
+        stats["timing/loss_forward_s"] = forward_s
+        return loss, stats
+
+    @staticmethod
+    def _stats(experience: Experience, loss_stats: dict[str, torch.Tensor]) -> dict[str, float]:
+        rollouts = experience.rollouts
         g = rollouts.num_generations
-        stats: dict[str, float] = {"loss": float(loss.detach())}
-        stats.update({k: float(v) for k, v in loss_stats.items()})
+        stats: dict[str, float] = {k: float(v.detach()) for k, v in loss_stats.items()}
         for name, values in experience.rewards.items():
             stats[f"reward/{name}"] = float(values.float().mean())
         stats["reward/total"] = float(experience.total_rewards.mean())
         stats["reward/group_std"] = float(experience.total_rewards.float().view(-1, g).std(dim=1).mean())
         stats["completion_length"] = float(rollouts.mask.float().sum(dim=1).mean())
         stats.update({f"timing/{k}": float(v) for k, v in experience.timings.items()})
-        stats["timing/loss_forward_s"] = forward_s
-        return loss, stats
+        return stats
 
     @staticmethod
-    def _check_finite(values: torch.Tensor, rollouts: Rollouts, what: str, *, masked: bool = True) -> None:
-        """Raise :class:`TrainingError` naming the rows whose ``values`` ``[N, T]`` are not finite (only the
-        completion tokens count when ``masked``)."""
+    def _check_finite(values: torch.Tensor, rollouts: Rollouts, what: str, *, masked: bool = True,
+                      offset: int = 0) -> None:
+        """Raise :class:`TrainingError` naming the rows whose ``values`` ``[n, T]`` (rows ``offset ..``) are not
+        finite (only the completion tokens count when ``masked``)."""
         bad = ~torch.isfinite(values)
         if masked:
-            bad = bad & (rollouts.mask.to(values.device) > 0)
-        bad_rows = bad.any(dim=1).nonzero().flatten().tolist()
+            bad = bad & (rollouts.mask[offset : offset + values.shape[0]].to(values.device) > 0)
+        bad_rows = (bad.any(dim=1).nonzero().flatten() + offset).tolist()
         if bad_rows:
             inputs = sorted({r // rollouts.num_generations for r in bad_rows})
             raise TrainingError(
@@ -241,6 +325,10 @@ class GRPOEngine:
                 rows=bad_rows,
                 inputs=inputs,
             )
+
+
+def _rows(values: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    return None if values is None else values[start:stop]
 
 
 def _now() -> float:

@@ -23,7 +23,8 @@ import torch
 
 from copra_bench.errors import CopraError
 
-__all__ = ["LOSS_TYPES", "GRPOConfig", "GRPOConfigError", "group_advantages", "grpo_loss", "k3_kl"]
+__all__ = ["LOSS_TYPES", "GRPOConfig", "GRPOConfigError", "check_row_chunk", "group_advantages", "grpo_loss", "k3_kl",
+           "row_chunks"]
 
 LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo")
 
@@ -50,6 +51,10 @@ class GRPOConfig:
         num_iterations: optimisation steps per batch of rollouts (mu in the GRPO paper); > 1 stores old log-probs.
         scale_rewards: divide the centred rewards by the group std (False = Dr. GRPO's unscaled advantage).
         reward_weights: one weight per reward function (None = all 1).
+        loss_micro_batch: completion rows per old / reference / loss log-prob forward (None = all B * G rows at
+            once); each micro-batch's backward runs before the next forward, so the loss phase keeps one
+            micro-batch's activations. A divisor of ``num_generations`` or a multiple of it.
+        rollout_batch_size: rows sampled per rollout ``generate`` call (None = all B * G); same rule.
     """
 
     num_generations: int = 8
@@ -64,6 +69,8 @@ class GRPOConfig:
     num_iterations: int = 1
     scale_rewards: bool = True
     reward_weights: Sequence[float] | None = None
+    loss_micro_batch: int | None = None
+    rollout_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> GRPOConfigError:
@@ -108,6 +115,8 @@ class GRPOConfig:
             if not weights or not ok:
                 raise bad("reward_weights", "it must be a non-empty list of finite numbers, one per reward, or null")
             self.reward_weights = [float(w) for w in weights]
+        for name in ("loss_micro_batch", "rollout_batch_size"):
+            check_row_chunk(name, getattr(self, name), self.num_generations)
 
     @property
     def clip_high(self) -> float:
@@ -116,6 +125,29 @@ class GRPOConfig:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def check_row_chunk(name: str, rows: int | None, num_generations: int) -> None:
+    """A chunk of ``rows`` completion rows must cover whole groups (a multiple of G) or split one group evenly (a
+    divisor of G), so that every chunk is "some inputs, each repeated r times" for the adaptation."""
+    if rows is None:
+        return
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise GRPOConfigError(f"GRPO option {name}={rows!r} is invalid: it must be an integer >= 1 or null (all rows)")
+    if rows % num_generations and num_generations % rows:
+        divisors = [d for d in range(1, num_generations + 1) if num_generations % d == 0]
+        raise GRPOConfigError(
+            f"GRPO option {name}={rows} does not divide the rows of a group of num_generations={num_generations} "
+            f"completions, nor covers whole groups: set model.init_args.{name} to a divisor of num_generations "
+            f"({', '.join(map(str, divisors))}) or a multiple of it ({num_generations}, {2 * num_generations}, ...)")
+
+
+def row_chunks(num_rows: int, num_generations: int, rows: int | None) -> list[tuple[int, int]]:
+    """``[start, stop)`` row ranges of at most ``rows`` rows (None = one chunk); each covers whole groups or part
+    of one (see :func:`check_row_chunk`); the last one may hold fewer whole groups."""
+    if rows is None or rows >= num_rows:
+        return [(0, num_rows)]
+    return [(s, min(s + rows, num_rows)) for s in range(0, num_rows, rows)]
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale: bool = True) -> torch.Tensor:
@@ -152,6 +184,8 @@ def grpo_loss(
     config: GRPOConfig,
     *,
     max_completion_length: int | None = None,
+    num_rows: int | None = None,
+    num_tokens: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO loss of per-token log-probs ``logp`` ``[N, T]`` (with grad) of completions with ``mask`` ``[N, T]``.
 
@@ -161,6 +195,9 @@ def grpo_loss(
         advantages: ``[N]``, one per completion.
         max_completion_length: Dr. GRPO's normaliser; None = ``config.max_completion_length`` (a policy whose
             completions have a fixed length, e.g. one answer token, passes its own).
+        num_rows, num_tokens: when ``logp`` is one micro-batch of a larger batch, that batch's rows and completion
+            tokens: the loss and stats are then this micro-batch's share, and the shares sum to the batch's values
+            (None = this tensor is the whole batch).
 
     Returns:
         ``(loss, stats)``; stats (detached scalars): ``kl`` (token mean of the k3 KL, 0 when beta == 0),
@@ -191,14 +228,16 @@ def grpo_loss(
     else:
         per_token_kl = torch.zeros_like(logp_v)
 
-    tokens = mask.sum().clamp(min=1)
+    tokens = mask.sum().clamp(min=1) if num_tokens is None else torch.as_tensor(num_tokens).to(mask).clamp(min=1)
+    rows = logp.shape[0] if num_rows is None else int(num_rows)
     if config.loss_type == "grpo":
-        loss = ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+        per_row = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        loss = per_row.mean() if num_rows is None else per_row.sum() / rows
     elif config.loss_type == "bnpo":
         loss = (per_token * mask).sum() / tokens
     else:  # dr_grpo
         length = config.max_completion_length if max_completion_length is None else int(max_completion_length)
-        loss = (per_token * mask).sum() / (logp.shape[0] * length)
+        loss = (per_token * mask).sum() / (rows * length)
 
     with torch.no_grad():
         low = ((ratio < 1 - config.epsilon) & (adv < 0)).to(mask.dtype)

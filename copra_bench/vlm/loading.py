@@ -13,7 +13,7 @@ from torch import nn
 from .errors import BackboneError
 from .families import BUILTIN_MODELS, family_of
 
-__all__ = ["load_model", "parse_dtype"]
+__all__ = ["checkpoint_family", "load_model", "parse_dtype"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -25,6 +25,22 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, str) and dtype in _DTYPES:
         return _DTYPES[dtype]
     raise BackboneError(f"unsupported dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+
+
+def checkpoint_family(name_or_path: str | Path):
+    """The registered family of a built-in model name or a local checkpoint (its ``config.json``), without loading
+    any weight; None when it cannot be told yet (loading then reports the problem)."""
+    from .families import registered_families
+
+    name = str(name_or_path)
+    for family in registered_families().values():
+        if family.tiny_model == name:
+            return family
+    config_file = Path(name).expanduser() / "config.json"
+    try:
+        return family_of(json.loads(config_file.read_text()).get("model_type"), where=name)
+    except (OSError, json.JSONDecodeError, BackboneError):
+        return None
 
 
 def load_model(

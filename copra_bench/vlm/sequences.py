@@ -22,11 +22,13 @@ from .backbone import BackboneError, VLMBackbone
 
 __all__ = [
     "NonFiniteLogitsError",
-    "placeholder_token_ids",
     "completion_logprobs",
     "completion_mask",
     "expand_inputs",
+    "pad_completions",
+    "placeholder_token_ids",
     "sample_completions",
+    "select_rows",
     "selective_log_softmax",
     "shared_vision_outputs",
 ]
@@ -91,6 +93,53 @@ def expand_inputs(inputs, frames: list[int], repeats: int) -> dict[str, Any]:
         chunks = torch.split(value, sizes, dim=0)
         out[key] = torch.cat([chunk for chunk in chunks for _ in range(repeats)], dim=0)
     return out
+
+
+def select_rows(inputs, start: int, stop: int, row_frames: list[int] | None = None) -> dict[str, Any]:
+    """Rows ``[start, stop)`` of processor outputs (or of :func:`shared_vision_outputs`), pixel tensors included:
+    Qwen-VL's flattened patches by ``*_grid_thw``, per-frame tiles by ``row_frames`` (the frame count of every
+    row; None = the same for every row, as InternVL batches are). All rows: the inputs themselves."""
+    items = dict(inputs)
+    if "input_ids" not in items:  # shared vision outputs: {"video": BaseModelOutputWithPooling(pooler_output)}
+        return {k: type(v)(pooler_output=tuple(v.pooler_output[start:stop])) for k, v in items.items()}
+    rows = int(items["input_ids"].shape[0])
+    if start == 0 and stop >= rows:
+        return items
+    sizes: dict[str, list[int]] = {}
+    if "video_grid_thw" in items:
+        sizes["pixel_values_videos"] = items["video_grid_thw"].prod(-1).tolist()
+    if "image_grid_thw" in items:
+        sizes["pixel_values"] = items["image_grid_thw"].prod(-1).tolist()
+    out: dict[str, Any] = {}
+    for key, value in items.items():
+        if not isinstance(value, torch.Tensor) or value.dim() == 0:
+            out[key] = value
+        elif key in sizes:
+            offsets = [0, *torch.tensor(sizes[key]).cumsum(0).tolist()]
+            out[key] = value[offsets[start] : offsets[stop]]
+        elif value.shape[0] == rows:
+            out[key] = value[start:stop]
+        elif row_frames is not None and value.shape[0] == sum(row_frames):
+            offsets = [0, *torch.tensor(row_frames).cumsum(0).tolist()]
+            out[key] = value[offsets[start] : offsets[stop]]
+        elif value.shape[0] % rows == 0:  # the same number of frame tiles per row
+            per_row = value.shape[0] // rows
+            out[key] = value[start * per_row : stop * per_row]
+        else:
+            raise BackboneError(f"cannot select rows of processor output {key!r} of shape {tuple(value.shape)} "
+                                f"({rows} rows); extend copra_bench/vlm/sequences.py:select_rows")
+    return out
+
+
+def pad_completions(parts: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate ``(ids [n_i, T_i], mask [n_i, T_i])`` chunks of completions, right-padded to the longest
+    (pad ``pad_id``, mask 0)."""
+    if len(parts) == 1:
+        return parts[0]
+    length = max(int(ids.shape[1]) for ids, _ in parts)
+    ids = torch.cat([torch.nn.functional.pad(i, (0, length - i.shape[1]), value=pad_id) for i, _ in parts])
+    mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1]), value=0.0) for _, m in parts])
+    return ids, mask
 
 
 def placeholder_token_ids(backbone: VLMBackbone) -> list[int]:

@@ -86,6 +86,9 @@ class VLMFamily:
         reuses_vision_outputs: its forward accepts precomputed vision outputs made of ``pooler_output`` alone
             (``mm_encoder_outputs``), so one vision-encoder pass can both condition an adaptation and feed the LM.
         same_frames_per_batch: its processor needs the same number of frames for every video of a batch.
+        lm_checkpointing: its LM decoder layers can be recomputed in backward one at a time
+            (:func:`copra_bench.vlm.checkpointing.lm_checkpointing`): each layer is a module called with the hidden
+            states and keyword arguments, with no state kept between calls when ``use_cache=False``.
         unsupported_variants: other ``model_type`` values its checkpoints come in -> what to use instead.
         tiny_model: name of its built-in tiny random model (``VLMBackbone.load(name)``), built by ``build_tiny``
             ``(seed=0, attn_implementation=None) -> (model, processor)``.
@@ -105,6 +108,7 @@ class VLMFamily:
     positions: PositionScheme | None
     reuses_vision_outputs: bool = False
     same_frames_per_batch: bool = False
+    lm_checkpointing: bool = True
     unsupported_variants: Mapping[str, str] = field(default_factory=dict)
     tiny_model: str | None = None
     build_tiny: Callable[..., tuple] | None = None
