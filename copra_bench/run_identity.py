@@ -68,7 +68,9 @@ def resumable_run_id(tracking_uri: str, experiment_name: str, digest: str) -> st
     finished, tag ``training=finished``, restores its final checkpoint and only tests). A run still held by a live
     process (its ``run.lock``) is refused by the CLI with that process's PID and host.
     """
-    from copra_bench.store_uri import tracking_client  # mlflow is slow to import: only here
+    from copra_bench.store_uri import (
+        tracking_client,  # mlflow is slow to import: only here
+    )
 
     client = tracking_client(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)

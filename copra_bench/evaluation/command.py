@@ -31,7 +31,11 @@ from copra_bench.errors import EvaluationError, TrackingError
 from copra_bench.evaluation.assembly import load_meta, load_scores
 from copra_bench.evaluation.evaluator import TestSetResult
 from copra_bench.evaluation.postprocess import DATASET_FAMILIES, DEFAULT_PRESET, PRESETS
-from copra_bench.evaluation.protocol import EvaluationSettings, evaluate_test_set, protocol_params
+from copra_bench.evaluation.protocol import (
+    EvaluationSettings,
+    evaluate_test_set,
+    protocol_params,
+)
 from copra_bench.evaluation.recipes import forced_family
 from copra_bench.tracking import (
     AttachedRun,
@@ -119,7 +123,10 @@ def _target_run(client: Any, run: Any, settings: EvaluationSettings) -> Attached
 
 def _evaluate_run_id(run_id: str, args: argparse.Namespace) -> tuple[list, EvaluationSettings, dict]:
     from mlflow.exceptions import MlflowException
-    from copra_bench.store_uri import tracking_client  # mlflow is slow to import: only here
+
+    from copra_bench.store_uri import (
+        tracking_client,  # mlflow is slow to import: only here
+    )
 
     check_tracking_uri(args.tracking_uri)
     client = tracking_client(args.tracking_uri)

@@ -118,7 +118,9 @@ def load_runs(tracking_uri: str, experiment: str) -> list[RunRecord]:
     Raises:
         ReportError: the store or the experiment does not exist (the message lists the experiments there).
     """
-    from copra_bench.store_uri import tracking_client  # mlflow is slow to import: only here
+    from copra_bench.store_uri import (
+        tracking_client,  # mlflow is slow to import: only here
+    )
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).expanduser().is_file():
         raise ReportError(f"MLflow store {tracking_uri} does not exist; pass --tracking-uri (the runs' "

@@ -40,7 +40,9 @@ def is_transfer(run: RunRecord) -> bool:
 
 def _metrics(tracking_uri: str, runs: list[RunRecord]) -> dict[str, dict[str, float]]:
     """run id -> its ``transfer/...`` metrics (RunRecord keeps only the test metrics)."""
-    from copra_bench.store_uri import tracking_client  # mlflow is slow to import: only here
+    from copra_bench.store_uri import (
+        tracking_client,  # mlflow is slow to import: only here
+    )
 
     client = tracking_client(tracking_uri)
     return {r.run_id: {k: float(v) for k, v in client.get_run(r.run_id).data.metrics.items()

@@ -71,8 +71,9 @@ class SweepStore:
         if not create and db is not None and not db.is_file():
             self.client = None
             return
-        from copra_bench.store_uri import tracking_client  # mlflow is slow to import: only here
-
+        from copra_bench.store_uri import (
+            tracking_client,  # mlflow is slow to import: only here
+        )
         from copra_bench.tracking import check_tracking_uri
 
         check_tracking_uri(tracking_uri)

@@ -62,7 +62,9 @@ def find_run(ckpt_path: str, tracking_uri: str) -> tuple[Path | None, Path]:
         run_dir = path.parent.parent
         return (run_dir if (run_dir / "config.yaml").is_file() else None), path
     if not path.exists() and len(ckpt_path) == 32 and ckpt_path.isalnum():
-        from copra_bench.store_uri import tracking_client  # mlflow is slow to import: only here
+        from copra_bench.store_uri import (
+            tracking_client,  # mlflow is slow to import: only here
+        )
 
         try:
             run = tracking_client(tracking_uri).get_run(ckpt_path)
