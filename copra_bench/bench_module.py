@@ -10,6 +10,7 @@ test set, video-level validation, and handing the results to the run's artifacts
 from __future__ import annotations
 
 import abc
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ __all__ = ["BenchModule", "TestSetResult"]
 # Checkpoints leave the frozen backbone out on purpose and on_load_checkpoint refuses one that lacks a trained
 # tensor, so Lightning's warning listing every frozen key on load says nothing useful.
 warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in the checkpoint")
+
+
+#: ``backbone_options`` keys that set the processor's frame / pixel budget (recorded as a protocol parameter).
+VISION_BUDGET_KEYS = ("video_kwargs", "images_kwargs", "min_pixels", "max_pixels", "size", "max_num_frames")
 
 
 class BenchModule(L.LightningModule, abc.ABC):
@@ -167,6 +172,7 @@ class BenchModule(L.LightningModule, abc.ABC):
 
     def on_test_epoch_end(self) -> None:
         outcome = self.evaluator.evaluate(self.trainer.datamodule)
+        outcome.protocol.update(self.input_protocol())
         for result in outcome.results.values():
             # Every rank holds the same gathered numbers; sync_dist (a mean of equal values, exact) keeps Lightning
             # from warning about unsynchronised epoch-level metrics under DDP.
@@ -190,6 +196,15 @@ class BenchModule(L.LightningModule, abc.ABC):
 
     def on_predict_end(self) -> None:
         self.evaluator.publish_predictions(self.trainer)
+
+    def input_protocol(self) -> dict[str, str]:
+        """The vision input budget (``protocol.vision_budget``): the processor's frame / pixel budget from
+        ``backbone_options`` (e.g. the shipped Qwen2-VL 7B configs' 100,352-150,528 px per frame), or ``processor
+        default``. It changes the numbers (XD-Violence at native 1280x720 has 4x the vision tokens), so runs that
+        differ in it are never averaged together."""
+        options = self.hparams.get("backbone_options") or {}
+        budget = {key: value for key, value in options.items() if key in VISION_BUDGET_KEYS}
+        return {"vision_budget": json.dumps(budget, sort_keys=True, default=str) if budget else "processor default"}
 
     def metric_conventions(self) -> dict[str, str]:
         """How the logged metrics are defined (recorded with the run as ``conventions.*``). The DataModule names

@@ -165,3 +165,14 @@ def test_ap_convention_follows_the_preset_not_only_the_dataset():
     assert Evaluator(EvaluationSettings(postprocess="vadclip")).conventions(families)["ap_convention"] == "step"
     assert Evaluator(EvaluationSettings(postprocess="vera_code,ap=trapz")).conventions(families)[
         "ap_convention"] == "trapz"
+
+
+def test_the_vision_budget_is_a_protocol_parameter():
+    """A frame / pixel budget in ``backbone_options`` changes the numbers, so it is recorded (``protocol.*``) and
+    runs that differ in it are never averaged; without one the processor's default is named."""
+    from copra_bench.baselines.frozen import FrozenVLM
+
+    size = {"shortest_edge": 100352, "longest_edge": 150528}
+    budgeted = FrozenVLM(backbone_options={"video_kwargs": {"size": size}}).input_protocol()
+    assert json.loads(budgeted["vision_budget"]) == {"video_kwargs": {"size": size}}
+    assert FrozenVLM().input_protocol() == {"vision_budget": "processor default"}

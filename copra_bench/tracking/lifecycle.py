@@ -44,7 +44,7 @@ class RunLifecycle(L.Callback):
     def _save_last(self, trainer: L.Trainer) -> Path | None:
         path = last_checkpoint_path(trainer)
         if path is not None and trainer.global_step > 0:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # the full state (optimiser, loops): a resumable last.ckpt
             return path
         return None
 
