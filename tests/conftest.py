@@ -26,6 +26,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): the
+    tiny model's ops are so small that a second thread only adds synchronisation (5-10x slower on a busy 2-core
+    machine); restored afterwards for the other modules."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def real_dir() -> Path:
     """The shipped real annotation files: ``ucf_crime/``, ``xd_violence/``, ``shanghaitech/`` (SOURCES.md)."""

@@ -18,18 +18,10 @@ from copra_bench.vlm.checkpointing import check_checkpointing
 from copra_bench.vlm.families import family_of
 from copra_bench.vlm.families.registry import _REGISTRY, register_family
 
-from .test_grpo_microbatch import _SavedBytes
-
-COPRA_TINY = {"rank": 2, "alpha": 4.0, "generator_depth": 1, "generator_width": 32, "generator_heads": 2,
-              "segment_size": 16}
+from .test_grpo_microbatch import COPRA_TINY, _SavedBytes
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _method(kind: str, mode: str):

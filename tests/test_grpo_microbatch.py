@@ -19,12 +19,7 @@ COPRA_TINY = {"rank": 2, "alpha": 4.0, "generator_depth": 1, "generator_width": 
               "segment_size": 16}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(inputs: int = 3, seed: int = 0) -> dict:

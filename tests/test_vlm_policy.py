@@ -22,14 +22,7 @@ from copra_bench.vlm.sequences import (
 TINY = "tiny-qwen2-vl"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The tiny model's ops are so small that a second thread only adds synchronisation (5-10x slower on a busy
-    # 2-core machine); restored afterwards for the other test modules.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
