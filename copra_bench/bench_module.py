@@ -32,6 +32,8 @@ __all__ = ["BenchModule", "TestSetResult"]
 warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in the checkpoint")
 
 
+#: Batch entries only the VLM's processor reads (uint8 frames): they stay on the CPU (see transfer_batch_to_device).
+HOST_KEYS = ("frames", "condition_frames")
 #: ``backbone_options`` keys that set the processor's frame / pixel budget (recorded as a protocol parameter).
 VISION_BUDGET_KEYS = ("video_kwargs", "images_kwargs", "min_pixels", "max_pixels", "size", "max_num_frames")
 
@@ -75,6 +77,16 @@ class BenchModule(L.LightningModule, abc.ABC):
         self.evaluator = self.configure_evaluator()
         # Checkpoints hold only what the method trains; the frozen backbone is rebuilt from its path on load.
         self.strict_loading = False
+
+    # ------------------------------------------------------------------------------------------ host-side input
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move a batch to the model's device except its frames (:data:`HOST_KEYS`): only the processor reads them,
+        on the CPU, so moving them would cost a GPU -> CPU round trip of every batch's uint8 video."""
+        if not isinstance(batch, dict) or not any(key in batch for key in HOST_KEYS):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        moved = super().transfer_batch_to_device({k: v for k, v in batch.items() if k not in HOST_KEYS}, device,
+                                                 dataloader_idx)
+        return {key: batch[key] if key in HOST_KEYS else moved[key] for key in batch}
 
     # ---------------------------------------------------------------------------------------------- checkpoints
     def frozen_state_keys(self) -> set[str]:

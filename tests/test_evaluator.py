@@ -176,3 +176,17 @@ def test_the_vision_budget_is_a_protocol_parameter():
     budgeted = FrozenVLM(backbone_options={"video_kwargs": {"size": size}}).input_protocol()
     assert json.loads(budgeted["vision_budget"]) == {"video_kwargs": {"size": size}}
     assert FrozenVLM().input_protocol() == {"vision_budget": "processor default"}
+
+
+def test_frames_stay_on_the_host_and_the_rest_of_a_batch_moves():
+    """Only the processor reads a batch's frames, on the CPU: they are not copied to the device (and back)."""
+    from copra_bench.baselines.frozen import FrozenVLM
+
+    module = FrozenVLM()
+    frames = torch.zeros(2, 8, 4, 4, 3, dtype=torch.uint8)
+    batch = {"frames": frames, "condition_frames": [frames[0]], "label": torch.tensor([0, 1])}
+    moved = module.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert list(moved) == list(batch)
+    assert moved["frames"] is frames and moved["condition_frames"][0].device.type == "cpu"
+    assert moved["label"].device.type == "meta"
+    assert module.transfer_batch_to_device({"x": torch.ones(1)}, torch.device("meta"), 0)["x"].is_meta
