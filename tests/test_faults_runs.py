@@ -97,7 +97,7 @@ def test_kill_9_during_test_then_resume_tests_only(tmp_path, synth_cache, refere
     argv = [*CLI, *write_job(tmp_path, synth_cache)]
     process = start(argv, tmp_path)
     wait_for(lambda: list(tmp_path.glob("outputs/*/*/run.json"))
-             and run_json(only_run_dir(tmp_path))["tags"].get("training") == "finished", process,
+             and run_json(only_run_dir(tmp_path)).get("tags", {}).get("training") == "finished", process,
              what="the end of training")
     assert kill(process) == -signal.SIGKILL
     (run_id, status), = db_runs(tmp_path)

@@ -289,10 +289,12 @@ class MLFlowLogger(_LightningMLFlowLogger):
         self._guard("log_artifact", self.experiment.log_artifact, self.run_id, str(path), artifact_path)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        if self._local is not None:
-            self._guard_local(self._local.update, tags=tags)
+        # The store first, then the local record: a tag seen in run.json is in the store too (unless the store is
+        # down, which the guard reports), so a process killed in between never leaves the local copy ahead.
         for key, value in tags.items():
             self._guard("set_tag", self.experiment.set_tag, self.run_id, key, str(value))
+        if self._local is not None:
+            self._guard_local(self._local.update, tags=tags)
 
 
 def run_dir_of(trainer: L.Trainer) -> Path:
