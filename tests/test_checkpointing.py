@@ -18,7 +18,7 @@ from copra_bench.vlm.checkpointing import check_checkpointing
 from copra_bench.vlm.families import family_of
 from copra_bench.vlm.families.registry import _REGISTRY, register_family
 
-from .test_grpo_microbatch import COPRA_TINY, _SavedBytes
+from .test_grpo_microbatch import COPRA_TINY, _adaptation, _SavedBytes
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,12 +37,6 @@ def _method(kind: str, mode: str):
         for p in method.adapter.lora_parameters():
             p.normal_(0, 0.05)
     return method
-
-
-def _adaptation(method, tokens):
-    if isinstance(method, COPRA):
-        return method.model.adaptation(method.model.generator(tokens))
-    return method.adapter.adaptation
 
 
 def _step(method, batch, experience, tokens, *, checkpointing: bool, counter):
