@@ -14,7 +14,6 @@ the running processes (SIGTERM to their groups: they write ``last.ckpt`` and mar
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from copra_bench.sweep.devices import DEVICES_ENV, TAG_DEVICES, DevicePool, visible
+from copra_bench.sweep.plan import command_of, prepare, run_tags, store_key, unfinished
 from copra_bench.sweep.processes import (
     describe_exit,
     ended_by_signal,
@@ -33,23 +34,10 @@ from copra_bench.sweep.processes import (
     signal_group,
     stop_group,
 )
-from copra_bench.sweep.resolve import resolve_runs
-from copra_bench.sweep.spec import (
-    PlannedRun,
-    SweepError,
-    SweepSpec,
-    cli_value,
-    display_value,
-)
-from copra_bench.sweep.store import (
-    TAG_AXES,
-    TAG_HASH,
-    TAG_INDEX,
-    TAG_LOG,
-    TAG_SWEEP,
-    SweepStore,
-    retry,
-)
+from copra_bench.sweep.spec import PlannedRun, SweepSpec
+from copra_bench.sweep.store import TAG_LOG, SweepStore, retry
+
+__all__ = ["SweepResult", "command_of", "prepare", "run_sweep", "unfinished"]
 
 ERROR_TAIL_CHARS = 3000
 #: Seconds a stopped run has to reach its next safe point (finish its step, write last.ckpt) before SIGKILL.
@@ -78,82 +66,20 @@ class SweepResult:
         return 1 if self.failed or self.killed else 0
 
 
-def _logger_args(run: PlannedRun) -> dict[str, Any]:
-    return ((run.resolved.get("trainer") or {}).get("logger") or {}).get("init_args") or {}
-
-
-def _store_key(run: PlannedRun) -> tuple[str, str, str | None]:
-    init = _logger_args(run)
-    if not init or "tracking_uri" not in init:
-        raise SweepError(f"run {run.index} ({run.label}) has no MLflow logger (trainer.logger must be "
-                         "copra_bench.tracking.MLFlowLogger: the sweep finds finished runs in MLflow)")
-    return init["tracking_uri"], init.get("experiment_name") or "copra_bench", init.get("artifact_location")
-
-
-def _method_name(run: PlannedRun) -> str | None:
-    """``method_name`` of the run's model class (already imported by the parser; nothing is instantiated)."""
-    import importlib
-
-    class_path = (run.resolved.get("model") or {}).get("class_path") or ""
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(getattr(importlib.import_module(module), name), "method_name", None)
-    except (ImportError, AttributeError, ValueError):
-        return None
-
-
-def _tags(spec: SweepSpec, run: PlannedRun) -> dict[str, str]:
-    # The run's own process tags the runs it creates with method/dataset; a run created here gets the method now
-    # (the report falls back to the data.name param for the dataset).
-    tags = {TAG_SWEEP: spec.sweep_id, TAG_HASH: run.config_hash, TAG_INDEX: str(run.index),
-            TAG_AXES: json.dumps({k: display_value(v) for k, v in run.axes.items()}), "subcommand": spec.subcommand}
-    method = _method_name(run)
-    return {**tags, "method": method} if method else tags
-
-
-def command_of(spec: SweepSpec, run: PlannedRun, *, run_id: str | None = None) -> list[str]:
-    """The run's command line. Without ``run_id`` (a scheduler's job) the run creates its own MLflow run, tagged."""
-    command = [*spec.launcher, spec.subcommand, *run.args]
-    if run_id is not None:
-        return command + ["--trainer.logger.init_args.run_id", run_id]
-    tags = {**(_logger_args(run).get("tags") or {}), **_tags(spec, run)}
-    return command + ["--trainer.logger.init_args.tags", json.dumps(tags)]
-
-
-def prepare(spec: SweepSpec, *, overrides: dict[str, Any] | None = None, parser: Any = None) -> list[PlannedRun]:
-    """Expand and resolve the grid (``overrides`` are appended to every run, e.g. the tracking URI)."""
-    runs = spec.expand()
-    for run in runs:
-        for key, value in (overrides or {}).items():
-            run.args += [f"--{key}", cli_value(value)]
-    resolve_runs(spec.subcommand, runs, list(spec.grid), parser=parser)
-    return runs
-
-
-def unfinished(spec: SweepSpec, runs: list[PlannedRun]) -> tuple[list[PlannedRun], int]:
-    """The runs without a FINISHED MLflow run of their config (read-only: creates no store), and how many have one."""
-    done: dict[tuple, dict[str, str]] = {}
-    todo: list[PlannedRun] = []
-    for run in runs:
-        key = _store_key(run)
-        if key not in done:
-            done[key] = SweepStore(key[0], key[1], artifact_location=key[2], create=False).finished_hashes(spec.sweep_id)
-        if run.config_hash not in done[key]:
-            todo.append(run)
-    return todo, len(runs) - len(todo)
-
-
 def run_sweep(spec: SweepSpec, runs: list[PlannedRun], *, max_parallel: int = 1, dry_run: bool = False,
-              max_runs: int | None = None, log_dir: Path | None = None,
+              max_runs: int | None = None, log_dir: Path | None = None, devices: DevicePool | None = None,
               echo: Callable[[str], None] = print) -> SweepResult:
-    """Run (or with ``dry_run`` list) the runs not finished yet. See the module docstring."""
+    """Run (or with ``dry_run`` list) the runs not finished yet. See the module docstring. ``devices``: each run
+    gets a slot of GPUs of its own (``CUDA_VISIBLE_DEVICES``), as many at once as there are slots."""
+    if devices is not None:
+        max_parallel = devices.size
     result = SweepResult(planned=len(runs))
     stores: dict[tuple, SweepStore] = {}
     finished: dict[tuple, dict[str, str]] = {}
     pending: list[tuple[PlannedRun, SweepStore]] = []
     seen: dict[str, int] = {}
     for run in runs:
-        key = _store_key(run)
+        key = store_key(run)
         if key not in stores:
             stores[key] = SweepStore(key[0], key[1], artifact_location=key[2], create=not dry_run)
             finished[key] = stores[key].finished_hashes(spec.sweep_id)
@@ -175,7 +101,8 @@ def run_sweep(spec: SweepSpec, runs: list[PlannedRun], *, max_parallel: int = 1,
     if max_runs is not None:
         pending = pending[:max_runs]
     echo(f"sweep {spec.sweep_id}: {len(runs)} runs, {result.skipped} already finished, "
-         f"{len(pending)} to run" + (" (dry run: nothing started)" if dry_run else f", {max_parallel} at a time"))
+         f"{len(pending)} to run" + (" (dry run: nothing started)" if dry_run else f", {max_parallel} at a time")
+         + (f" on GPU slots {' '.join(visible(s) for s in devices.slots)}" if devices is not None else ""))
     if dry_run or not pending:
         return result
     if max_parallel > 1:
@@ -183,7 +110,7 @@ def run_sweep(spec: SweepSpec, runs: list[PlannedRun], *, max_parallel: int = 1,
             store.enable_wal()
     log_dir = Path(log_dir or Path("outputs") / "sweeps" / spec.sweep_id)
     log_dir.mkdir(parents=True, exist_ok=True)
-    _execute(spec, pending, max_parallel, log_dir, result, echo)
+    _execute(spec, pending, devices, max_parallel, log_dir, result, echo)
     echo(f"sweep {spec.sweep_id}: {len(result.finished)} finished, {len(result.failed)} failed"
          + (f", {len(result.killed)} killed (not finished: rerun the sweep to continue them)" if result.killed else "")
          + (f", {len(result.elsewhere)} run by another sweep process" if result.elsewhere else "")
@@ -200,6 +127,7 @@ class _Active:
     log: Path
     started: float
     claim: Any
+    slot: tuple[int, ...] | None = None
 
 
 class _Stop(Exception):
@@ -230,22 +158,27 @@ def _claim(spec: SweepSpec, run: PlannedRun, store: SweepStore, log_dir: Path, r
 
 
 def _start(spec: SweepSpec, run: PlannedRun, store: SweepStore, claim: Any, log_dir: Path,
-           env: dict[str, str], echo: Callable[[str], None]) -> _Active:
+           env: dict[str, str], slot: tuple[int, ...] | None, echo: Callable[[str], None]) -> _Active:
     resumed = store.resumable_run(spec.sweep_id, run.config_hash) if spec.subcommand == "fit" else None
-    run_id = resumed or store.create_run(f"{spec.sweep_id}-{run.index:03d}", _tags(spec, run))
+    run_id = resumed or store.create_run(f"{spec.sweep_id}-{run.index:03d}", run_tags(spec, run))
     log = log_dir / f"{run.index:03d}-{run_id}.log"
     retry(store.client.set_tag, run_id, TAG_LOG, str(log.resolve()))
+    where = ""
+    if slot is not None:
+        env = {**env, DEVICES_ENV: visible(slot)}
+        retry(store.client.set_tag, run_id, TAG_DEVICES, visible(slot))
+        where = f" on GPU {visible(slot)}"
     command = command_of(spec, run, run_id=run_id) + (["--ckpt_path", "last"] if resumed else [])
     with open(log, "a") as fh:
-        fh.write(f"$ {shlex.join(command)}\n  (sweep PID {os.getpid()} on {socket.gethostname()})\n")
+        fh.write(f"$ {shlex.join(command)}\n  (sweep PID {os.getpid()} on {socket.gethostname()}{where})\n")
         fh.flush()
         process = launch(command, fh, env)
-    echo(f"  [{run.index}] {'resumed ' if resumed else 'started '} {run.label}  (run {run_id})")
-    return _Active(run, store, run_id, process, log, time.perf_counter(), claim)
+    echo(f"  [{run.index}] {'resumed ' if resumed else 'started '} {run.label}  (run {run_id}{where})")
+    return _Active(run, store, run_id, process, log, time.perf_counter(), claim, slot)
 
 
-def _execute(spec: SweepSpec, pending: list[tuple[PlannedRun, SweepStore]], max_parallel: int, log_dir: Path,
-             result: SweepResult, echo: Callable[[str], None]) -> None:
+def _execute(spec: SweepSpec, pending: list[tuple[PlannedRun, SweepStore]], pool: DevicePool | None,
+             max_parallel: int, log_dir: Path, result: SweepResult, echo: Callable[[str], None]) -> None:
     queue = list(pending)
     active: list[_Active] = []
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
@@ -258,7 +191,14 @@ def _execute(spec: SweepSpec, pending: list[tuple[PlannedRun, SweepStore]], max_
                 run, store = queue.pop(0)
                 claim = _claim(spec, run, store, log_dir, result, echo)
                 if claim is not None:
-                    active.append(_start(spec, run, store, claim, log_dir, env, echo))
+                    slot = pool.take() if pool is not None else None
+                    try:
+                        active.append(_start(spec, run, store, claim, log_dir, env, slot, echo))
+                    except BaseException:
+                        claim.release()
+                        if slot is not None:
+                            pool.give_back(slot)
+                        raise
             time.sleep(0.05)
             if time.monotonic() - beat > CLAIM_HEARTBEAT_S:
                 beat = time.monotonic()
@@ -266,6 +206,8 @@ def _execute(spec: SweepSpec, pending: list[tuple[PlannedRun, SweepStore]], max_
                     item.claim.touch()
             for item in [a for a in active if a.process.poll() is not None]:
                 active.remove(item)
+                if item.slot is not None:
+                    pool.give_back(item.slot)
                 _record(item, result, echo)
     except _Stop as stop:
         for s in previous:  # a second signal while stopping must not interrupt the clean-up

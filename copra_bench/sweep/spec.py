@@ -14,10 +14,13 @@ A sweep file (``configs/sweeps/<name>.yaml``)::
       "data.init_args.source.init_args.domain,data.init_args.target.init_args.domain": [[A, B], [B, A]]  # zipped
     exclude:                           # optional: drop combinations matching all keys of an entry
       - {model.init_args.granularity: video, seed_everything: 2}
-    launcher: [python, -m, copra_bench]         # optional command prefix (default: this Python)
+    launcher: [python, -m, copra_bench]         # optional command prefix (default: this Python), or a
+                                                # submitit job array: {kind: submitit, ...} (see launcher_spec)
 
 Every key is a config key of ``python -m copra_bench <subcommand>`` (checked by parsing each run's config before
-anything runs, see :mod:`copra_bench.sweep.resolve`). A key joining several config keys with commas is a *zipped*
+anything runs, see :mod:`copra_bench.sweep.resolve`), except the axis ``configs``: its values are config files (or
+lists of them) added after the sweep's ``configs`` of that run, e.g. one experiment file per cross-domain matrix cell.
+A key joining several config keys with commas is a *zipped*
 axis: its values are lists giving one value per key. Relative paths (configs, and values ending in ``.yaml``) are
 looked up in the current directory, then in the sweep file's folder and its parents, and made absolute, so emitted
 commands run from anywhere.
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,11 @@ from typing import Any
 import yaml
 
 from copra_bench.errors import CopraError
+from copra_bench.sweep.launcher_spec import SubmititLauncher, parse_launcher
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+#: The grid axis whose values are config files added to a run's ``--config`` list (not a config key).
+CONFIG_AXIS = "configs"
 _SPEC_KEYS = {"sweep", "subcommand", "configs", "set", "grid", "exclude", "launcher"}
 
 
@@ -81,6 +86,7 @@ class SweepSpec:
     exclude: list[dict[str, Any]]
     launcher: list[str]
     path: Path | None = None
+    submitit: SubmititLauncher | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> SweepSpec:
@@ -124,16 +130,22 @@ class SweepSpec:
         if not isinstance(fixed, dict) or not isinstance(exclude, list) or \
                 not all(isinstance(e, dict) for e in exclude):
             raise SweepError(f"{where}: 'set' must be a mapping and 'exclude' a list of mappings")
-        launcher = raw.get("launcher") or [sys.executable, "-m", "copra_bench"]
-        if isinstance(launcher, str):
-            launcher = launcher.split()
+        launcher, submitit = parse_launcher(raw.get("launcher"), where=where)
         sweep_id = str(raw.get("sweep") or (path.stem if path else "sweep"))
         base = path.resolve().parent if path else None
+        grid = {k: [_maybe_path(v, base) for v in vs] for k, vs in grid.items()}
+        if CONFIG_AXIS in grid:
+            grid[CONFIG_AXIS] = [_config_files(v, base, where=f"{where}, grid axis {CONFIG_AXIS!r}")
+                                 for v in grid[CONFIG_AXIS]]
         return cls(sweep_id=sweep_id, subcommand=subcommand,
                    configs=[resolve_path(c, base, where=where) for c in configs],
                    fixed={k: _maybe_path(v, base) for k, v in fixed.items()},
-                   grid={k: [_maybe_path(v, base) for v in vs] for k, vs in grid.items()},
-                   exclude=exclude, launcher=[str(x) for x in launcher], path=path)
+                   grid=grid, exclude=exclude, launcher=launcher, path=path, submitit=submitit)
+
+    @property
+    def config_keys(self) -> list[str]:
+        """The grid axes that are config keys (all but :data:`CONFIG_AXIS`)."""
+        return [k for k in self.grid if k != CONFIG_AXIS]
 
     def expand(self) -> list[PlannedRun]:
         """Every run of the grid (cartesian product of the axes, minus ``exclude``), in a stable order."""
@@ -146,8 +158,10 @@ class SweepSpec:
                 axes.update(zip(parts, value if len(parts) > 1 else [value], strict=True))
             if any(all(_same(axes.get(k, self.fixed.get(k)), v) for k, v in ex.items()) for ex in self.exclude):
                 continue
-            args = [a for c in self.configs for a in ("--config", c)]
-            for key, value in {**self.fixed, **axes}.items():
+            extra = axes.get(CONFIG_AXIS, [])
+            files = [*self.configs, *([extra] if isinstance(extra, str) else extra)]
+            args = [a for c in files for a in ("--config", c)]
+            for key, value in {**self.fixed, **{k: v for k, v in axes.items() if k != CONFIG_AXIS}}.items():
                 args += [f"--{key}", cli_value(value)]
             runs.append(PlannedRun(index=len(runs), axes=axes, args=args))
         return runs
@@ -196,6 +210,13 @@ def resolve_path(value: str, base: Path | None, *, where: str) -> str:
             return str(candidate.resolve())
     raise SweepError(f"{where}: config file {value!r} not found (looked in the current directory and in "
                      f"{base} and its parents)")
+
+
+def _config_files(value: Any, base: Path | None, *, where: str) -> Any:
+    """A ``configs`` axis value (a file or a list of files), made absolute; a missing file is an error here."""
+    if isinstance(value, list):
+        return [resolve_path(str(v), base, where=where) for v in value]
+    return resolve_path(str(value), base, where=where)
 
 
 def _maybe_path(value: Any, base: Path | None) -> Any:
