@@ -1,0 +1,147 @@
+"""``launcher: {kind: submitit, ...}``: the block is checked, the grid goes out as one job array through submitit's
+local executor, a job interrupted as SLURM does it (the preemption signal to the job) stops its run at a safe point
+and is requeued into the same MLflow run with ``--ckpt_path last``, past ``max_requeues`` the run is FAILED; the
+full-matrix sweep files expand to 135 runs with matching axes. The acceptance test (slow) does it with real runs of
+the synthetic matrix and compares the resumed run's numbers with an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from copra_bench.cli import main
+from copra_bench.sweep.launcher_spec import LauncherError, parse_launcher
+from copra_bench.sweep.spec import SweepSpec, display_value
+from copra_bench.tracking.run_lock import pid_alive
+
+from .conftest import REPO
+from .sweep_fakes import calls, db_runs, fake_launcher, sweep_file
+
+MAIN = str(REPO / "configs" / "cross_domain.yaml")
+SWEEPS = REPO / "configs" / "sweeps"
+
+
+@pytest.mark.parametrize(("block", "message"), [
+    ({"kind": "slurm"}, "launcher.kind must be 'submitit'"), ({"kind": "submitit", "gpus": 1}, "unknown launcher"),
+    ({"kind": "submitit", "timeout_min": "1h"}, "launcher.timeout_min must be minutes"),
+    ({"kind": "submitit", "cluster": "pbs"}, "launcher.cluster must be one of"),
+    ({"kind": "submitit", "max_requeues": -1}, "launcher.max_requeues must be"),
+    ({"kind": "submitit", "setup": "module load cuda"}, "launcher.setup must be a list"),
+    ({"kind": "submitit", "cluster": "local", "nodes": 2}, "nodes must be 1 with cluster: local")])
+def test_bad_launcher_blocks_name_the_file_and_key(block, message):
+    with pytest.raises(LauncherError, match=message) as err:
+        parse_launcher(block, where="sweep file s.yaml")
+    assert "sweep file s.yaml" in str(err.value)
+
+
+def test_command_prefix_launchers_still_work_and_the_block_maps_to_executor_parameters():
+    assert parse_launcher("srun python -m copra_bench", where="w") == (["srun", "python", "-m", "copra_bench"], None)
+    assert parse_launcher(["python", "-m", "copra_bench"], where="w")[1] is None
+    _, block = parse_launcher({"kind": "submitit", "partition": "gpu", "array_parallelism": 4, "setup": ["a"],
+                               "slurm_additional_parameters": {"account": "p"}, "mem_gb": 64}, where="w")
+    assert block.executor_parameters() == {
+        "timeout_min": 60, "gpus_per_node": 1, "nodes": 1, "tasks_per_node": 1, "mem_gb": 64,
+        "slurm_array_parallelism": 4, "slurm_partition": "gpu", "slurm_additional_parameters": {"account": "p"},
+        "slurm_setup": ["a"]}
+
+
+def test_the_matrix_sweeps_have_135_runs_and_the_same_axes():
+    real, synthetic = (SweepSpec.load(SWEEPS / f"matrix_3x3_methods{s}.yaml") for s in ("", "_synthetic"))
+    assert len(real.expand()) == len(synthetic.expand()) == 135
+    assert list(real.grid) == list(synthetic.grid) == ["configs", "model", "seed_everything"]
+    names = [[Path(p).name for p in spec.grid["configs"]] for spec in (real, synthetic)]
+    assert names[0] == names[1] and len(set(names[0])) == 9
+    methods = [[display_value(m).rsplit("_", 2)[0] if "qwen2vl" in m else display_value(m).rsplit("_", 1)[0]
+                for m in spec.grid["model"]] for spec in (real, synthetic)]
+    assert methods[0] == methods[1] == ["frozen", "prompt_tuning", "lora_sft", "lora_grpo", "copra"]
+    assert real.submitit is not None and real.submitit.cluster == "slurm"
+
+
+@pytest.mark.parametrize("name", ["matrix_3x3_methods.yaml", "matrix_3x3_methods_synthetic.yaml"])
+def test_every_cell_and_method_of_the_matrix_parses(name, tmp_path, monkeypatch, capsys):
+    """45 of the 135 runs (seed 0: every cell x method) through the real parser (tests/test_sweep.py dry-runs all)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "--config", str(SWEEPS / name), "--dry-run", "--only", "seed_everything=0"]) == 0
+    assert "45 runs, 0 already finished, 45 to run" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
+def _submitit_sweep(tmp_path, monkeypatch, seeds, *, seconds: float, max_requeues: int = 3) -> Path:
+    launcher = {"kind": "submitit", "cluster": "local", "timeout_min": 30, "max_requeues": max_requeues,
+                "folder": str(tmp_path / "submitit"), "gpus_per_node": 0,
+                "command": fake_launcher(tmp_path, monkeypatch, seconds=seconds)}
+    return sweep_file(tmp_path, seeds, launcher=launcher, configs=[MAIN])
+
+
+def _claim_pid(tmp_path: Path, timeout: float = 120) -> int:
+    """The PID of the job process holding a claim (it records itself), once its run has started."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for claim in tmp_path.glob("mlflow.db.claims/*/*.claim"):
+            try:
+                record = json.loads(claim.read_text())
+            except ValueError:
+                continue
+            if record.get("pid") and calls(tmp_path) == [] and list((tmp_path / "run_dirs").glob("*")):
+                return int(record["pid"])
+        time.sleep(0.2)
+    raise AssertionError("no job started its run")
+
+
+@pytest.mark.slow  # a sweep process and three submitit job starts
+def test_a_preempted_job_is_requeued_into_the_same_run_and_resumes(tmp_path, monkeypatch, capsys):
+    """Two points as one array on the local executor; the first job gets the preemption signal mid-run: its run
+    writes last.ckpt, the job is requeued (tag, --status) and its second start passes --ckpt_path last in the same
+    MLflow run; both finish; a second submission finds nothing to do."""
+    monkeypatch.chdir(tmp_path)
+    path = _submitit_sweep(tmp_path, monkeypatch, [0, 1], seconds=6)
+    sweep = subprocess.Popen([sys.executable, "-m", "copra_bench", "sweep", "--config", str(path), "--wait"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pid = _claim_pid(tmp_path)
+    os.kill(pid, signal.SIGUSR2)  # what SLURM's --signal=USR2@90 and `scancel --signal USR2` send the job
+    output = sweep.communicate(timeout=180)[0]
+    assert sweep.returncode == 0, output
+    assert "submitted 2 job(s)" in output and "requeued 1 time(s)" in output, output
+    records = calls(tmp_path)
+    stopped = [r for r in records if r["stopped"]]
+    assert len(stopped) == 1 and stopped[0]["pid"] != pid
+    resumed = [r for r in records if r["resume"]]
+    assert [r["run_id"] for r in resumed] == [stopped[0]["run_id"]], "the requeued job resumes in the same run"
+    runs = db_runs(tmp_path / "mlflow.db")
+    assert sorted(s for _, s, _ in runs) == ["FINISHED", "FINISHED"] and len(runs) == 2
+    tags = {run_id: t for run_id, _, t in runs}
+    assert tags[stopped[0]["run_id"]]["sweep.requeues"] == "1"
+    jobs = json.loads((tmp_path / "submitit" / "jobs.json").read_text())
+    assert sorted(j["run_id"] for j in jobs.values()) == sorted(tags)
+    assert all(tags[j["run_id"]]["sweep.job_id"] == j["job_id"] for j in jobs.values())
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(path), "--status"]) == 0
+    status = capsys.readouterr().out
+    assert "finished  (requeued 1x)" in status and "2 points: 2 finished; 1 requeue(s)" in status
+    assert main(["sweep", "--config", str(path)]) == 0
+    assert "2 already finished, 0 queued or running, 0 to submit" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_past_max_requeues_the_run_is_failed_with_a_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = _submitit_sweep(tmp_path, monkeypatch, [0], seconds=30, max_requeues=0)
+    sweep = subprocess.Popen([sys.executable, "-m", "copra_bench", "sweep", "--config", str(path), "--wait"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pid = _claim_pid(tmp_path)
+    os.kill(pid, signal.SIGUSR2)
+    output = sweep.communicate(timeout=180)[0]
+    assert sweep.returncode == 1, output
+    assert "did not finish" in output
+    (run_id, status, tags), = db_runs(tmp_path / "mlflow.db")
+    assert status == "FAILED" and "more than launcher.max_requeues=0" in tags["sweep.error"]
+    assert not pid_alive(pid)
+    assert main(["sweep", "--config", str(path), "--status"]) == 0
+    assert "failed    (requeued 1x)" in capsys.readouterr().out
