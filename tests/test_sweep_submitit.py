@@ -145,3 +145,95 @@ def test_past_max_requeues_the_run_is_failed_with_a_message(tmp_path, monkeypatc
     assert not pid_alive(pid)
     assert main(["sweep", "--config", str(path), "--status"]) == 0
     assert "failed    (requeued 1x)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ acceptance (slow, real runs)
+
+def _small_cell(tmp_path: Path, cache: Path) -> list[str]:
+    """``--set`` options shrinking the matrix cell ucf_crime_to_xd_violence to SMALL_WORLD (COPRA, batch 1, 8 steps,
+    last.ckpt every 2 steps, the tests' trainer), the cell's own protocol keys kept."""
+    from .conftest import SMALL_WORLD
+    from .faults import write_job
+
+    job = write_job(tmp_path / "job", cache)
+    member = {**SMALL_WORLD, "cache_dir": str(cache)}
+    source = {"class_path": "copra_bench.datamodules.SyntheticUCFCrimeDataModule", "init_args": {"domain": "A",
+                                                                                                  **member}}
+    target = {"class_path": "copra_bench.datamodules.SyntheticXDViolenceDataModule", "init_args": {"domain": "B",
+                                                                                                    **member}}
+    sets = {"data.init_args.source": json.dumps(source), "data.init_args.target": json.dumps(target),
+            "data.init_args.window_seconds": "2.0", "data.init_args.frames_per_window": "4",
+            "data.init_args.batch_size": "1", "data.init_args.val_fraction": "0.34",
+            "data.init_args.test_on_source": "false", "trainer": job[job.index("--trainer") + 1],
+            "model.init_args.epochs": "100", "model.init_args.bootstrap_samples": "50",
+            "trainer.logger.init_args.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "trainer.logger.init_args.local_dir": str(tmp_path / "outputs")}
+    return [a for key, value in sets.items() for a in ("--set", key, value)]
+
+
+def _train_metrics(run_dir: Path) -> dict[int, dict]:
+    out: dict[int, dict] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        values = {k: v for k, v in record.items() if k.startswith("train/") and "timing" not in k}
+        if values:
+            assert record["step"] not in out, "a step was logged twice"
+            out[record["step"]] = values
+    return out
+
+
+@pytest.mark.slow
+def test_acceptance_matrix_slice_on_submitit_preempted_job_resumes_to_the_same_numbers(tmp_path, monkeypatch,
+                                                                                     synth_cache, capsys):
+    """The synthetic matrix sweep (COPRA on one cell, seeds 0 and 1, shrunk) through submitit's local executor, two
+    jobs at once; seed 0's job is preempted mid-fit (USR2, as SLURM sends it): requeued (tag, --status), resumed in
+    the same run to the same per-step training metrics and test metrics as an uninterrupted run of that point."""
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "matrix.yaml"
+    text = (SWEEPS / "matrix_3x3_methods_synthetic.yaml").read_text().replace("configs/", f"{REPO}/configs/")
+    sweep.write_text(text + f"launcher: {{kind: submitit, cluster: local, gpus_per_node: 0, timeout_min: 30, "
+                     f"folder: {tmp_path / 'submitit'}}}\n")
+    options = ["--only", "configs=ucf_crime_to_xd_violence.yaml", "--only", "model=copra_tiny.yaml",
+               "--max-runs", "2", *_small_cell(tmp_path, synth_cache)]
+    process = subprocess.Popen([sys.executable, "-m", "copra_bench", "sweep", "--config", str(sweep), "--wait",
+                                *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, claim, run_dir = time.time() + 400, None, None
+    while time.time() < deadline and run_dir is None:
+        assert process.poll() is None, process.communicate()[0]
+        for path in tmp_path.glob("mlflow.db.claims/*/*.claim"):
+            record = json.loads(path.read_text() or "{}")
+            if record.get("index") == 27:  # seed 0 of COPRA on the cell: grid index 1 * 15 + 4 * 3 + 0
+                claim = record
+        runs = {t.get("sweep.index"): t for _, _, t in (db_runs(tmp_path / "mlflow.db") if claim else [])}
+        seed0 = runs.get(str(claim["index"])) if claim else None
+        if seed0 and seed0.get("run_dir") and (Path(seed0["run_dir"]) / "metrics.jsonl").is_file() and \
+                len(_train_metrics(Path(seed0["run_dir"]))) >= 3:
+            run_dir = Path(seed0["run_dir"])
+        time.sleep(0.3)
+    assert run_dir is not None, "seed 0's run did not reach step 3"
+    os.kill(int(claim["pid"]), signal.SIGUSR2)
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, output[-4000:]
+    assert "submitted 2 job(s)" in output and "requeued 1 time(s)" in output, output[-4000:]
+    runs = db_runs(tmp_path / "mlflow.db")
+    assert sorted(s for _, s, _ in runs) == ["FINISHED", "FINISHED"] and len(runs) == 2
+    tags = next(t for _, _, t in runs if t["run_dir"] == str(run_dir))
+    assert tags["sweep.requeues"] == "1"
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(sweep), "--status", *options[:4], *options[6:]]) == 0
+    assert "finished  (requeued 1x)" in capsys.readouterr().out
+
+    reference = tmp_path / "reference"
+    point = SweepSpec.load(sweep)
+    from copra_bench.sweep.plan import prepare
+
+    args = next(r for r in prepare(point, only=["configs=ucf_crime_to_xd_violence.yaml", "model=copra_tiny.yaml",
+                                                "seed_everything=0"],
+                                    overrides=dict(zip(options[7::3], options[8::3], strict=True)))).args
+    code = main(["fit", *args, "--trainer.logger.init_args.experiment_name", "reference",
+                 "--trainer.logger.init_args.local_dir", str(reference)])
+    assert code == 0
+    (reference_dir,) = [p.parent for p in reference.rglob("metrics.jsonl")]
+    assert _train_metrics(run_dir) == _train_metrics(reference_dir) and len(_train_metrics(run_dir)) == 8
+    results = [json.loads((d / "metrics.json").read_text())["test"] for d in (run_dir, reference_dir)]
+    assert results[0] == results[1]
