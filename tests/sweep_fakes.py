@@ -28,6 +28,9 @@ record = {"seed": value("--seed_everything"), "run_id": run_id, "resume": value(
 with sqlite3.connect(uri[len("sqlite:///"):], timeout=60) as db:
     db.execute("insert or replace into tags(key, value, run_uuid) values ('run_dir', ?, ?)", (str(run_dir), run_id))
     db.execute("update runs set status = 'RUNNING' where run_uuid = ?", (run_id,))  # as the real logger does
+if value("--seed_everything") == os.environ.get("FAKE_FAIL_SEED"):
+    print("RuntimeError: boom in seed " + value("--seed_everything"), file=sys.stderr)
+    sys.exit(3)
 end = time.time() + float(os.environ.get("FAKE_SECONDS", "2"))
 while time.time() < end and not stop:
     time.sleep(0.05)

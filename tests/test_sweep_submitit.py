@@ -140,7 +140,7 @@ def test_past_max_requeues_the_run_is_failed_with_a_message(tmp_path, monkeypatc
     output = sweep.communicate(timeout=180)[0]
     assert sweep.returncode == 1, output
     assert "did not finish" in output
-    (run_id, status, tags), = db_runs(tmp_path / "mlflow.db")
+    (_, status, tags), = db_runs(tmp_path / "mlflow.db")
     assert status == "FAILED" and "more than launcher.max_requeues=0" in tags["sweep.error"]
     assert not pid_alive(pid)
     assert main(["sweep", "--config", str(path), "--status"]) == 0

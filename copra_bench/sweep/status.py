@@ -47,7 +47,7 @@ def point_states(spec: SweepSpec, runs: list[PlannedRun], *, log_dir: Path) -> l
         history = sorted(by_hash.get(run.config_hash, []), key=lambda r: r.info.start_time or 0)
         holder = None
         if store.experiment_id is not None:
-            claim = LockFile(store.claims_dir(log_dir) / f"{run.config_hash}.claim")
+            claim = LockFile(store.claims_dir(log_dir, create=False) / f"{run.config_hash}.claim")
             found = claim.holder()
             holder = found if found is not None and claim.is_live(found) else None
         records.append(_state(run, store, history, holder))

@@ -139,12 +139,13 @@ class SweepStore:
         if current == "RUNNING" or (status != "FINISHED" and current != status):
             retry(self.client.set_terminated, run_id, status)
 
-    def claims_dir(self, fallback: Path) -> Path:
+    def claims_dir(self, fallback: Path, *, create: bool = True) -> Path:
         """Where this store's grid-point claims live (see the module docstring); ``fallback`` for a server."""
         db = sqlite_path(self.tracking_uri)
         root = db.resolve().parent / f"{db.name}.claims" if db is not None else Path(fallback) / "claims"
         folder = root / str(self.experiment_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def claim(self, config_hash: str, fallback: Path) -> LockFile:
