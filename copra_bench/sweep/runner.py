@@ -10,6 +10,9 @@ it) with the end of its output in the ``sweep.error`` tag, and the sweep goes on
 config hash that already has a FINISHED run (a run is FINISHED only once its test is written). SIGTERM / Ctrl-C stops
 the running processes (SIGTERM to their groups: they write ``last.ckpt`` and mark their runs KILLED; SIGKILL after
 :data:`STOP_GRACE_S`), reports them as not finished and exits 143 / 130; the next invocation continues them.
+With a :class:`~copra_bench.sweep.devices.DevicePool` (``--devices``) each run gets a slot of GPUs of its own through
+``CUDA_VISIBLE_DEVICES`` (tag ``sweep.devices``), as many runs at once as there are slots. A sweep file with a submitit
+launcher is submitted as a job array instead (:mod:`copra_bench.sweep.submit`).
 """
 
 from __future__ import annotations
