@@ -19,7 +19,6 @@ import pytest
 from copra_bench.cli import main
 from copra_bench.sweep.launcher_spec import LauncherError, parse_launcher
 from copra_bench.sweep.spec import SweepSpec, display_value
-from copra_bench.tracking.run_lock import pid_alive
 
 from .conftest import REPO
 from .sweep_fakes import calls, db_runs, fake_launcher, sweep_file
@@ -118,7 +117,7 @@ def test_a_preempted_job_is_requeued_into_the_same_run_and_resumes(tmp_path, mon
     assert sorted(s for _, s, _ in runs) == ["FINISHED", "FINISHED"] and len(runs) == 2
     tags = {run_id: t for run_id, _, t in runs}
     assert tags[stopped[0]["run_id"]]["sweep.requeues"] == "1"
-    jobs = json.loads((tmp_path / "submitit" / "jobs.json").read_text())
+    jobs = json.loads((tmp_path / "outputs" / "sweeps" / "t" / "jobs.json").read_text())
     assert sorted(j["run_id"] for j in jobs.values()) == sorted(tags)
     assert all(tags[j["run_id"]]["sweep.job_id"] == j["job_id"] for j in jobs.values())
     capsys.readouterr()
@@ -129,22 +128,32 @@ def test_a_preempted_job_is_requeued_into_the_same_run_and_resumes(tmp_path, mon
     assert "2 already finished, 0 queued or running, 0 to submit" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_past_max_requeues_the_run_is_failed_with_a_message(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    path = _submitit_sweep(tmp_path, monkeypatch, [0], seconds=30, max_requeues=0)
-    sweep = subprocess.Popen([sys.executable, "-m", "copra_bench", "sweep", "--config", str(path), "--wait"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    pid = _claim_pid(tmp_path)
-    os.kill(pid, signal.SIGUSR2)
-    output = sweep.communicate(timeout=180)[0]
-    assert sweep.returncode == 1, output
-    assert "did not finish" in output
-    (_, status, tags), = db_runs(tmp_path / "mlflow.db")
-    assert status == "FAILED" and "more than launcher.max_requeues=0" in tags["sweep.error"]
-    assert not pid_alive(pid)
-    assert main(["sweep", "--config", str(path), "--status"]) == 0
-    assert "failed    (requeued 1x)" in capsys.readouterr().out
+def test_past_max_requeues_the_run_is_failed_with_a_message(tmp_path):
+    """checkpoint() (what submitit calls on the preemption signal) of a job already requeued max_requeues times:
+    no DelayedSubmission (submitit then ends the job), the run FAILED saying why and what to do; below the limit it
+    returns a DelayedSubmission of the job with the requeue counted, the run KILLED."""
+    from submitit.helpers import DelayedSubmission
+
+    from copra_bench.sweep.job import SweepJob
+    from copra_bench.sweep.store import SweepStore
+
+    store = SweepStore(f"sqlite:///{tmp_path / 'mlflow.db'}", "e")
+    jobs = []
+    for max_requeues in (1, 0):
+        run_id = store.create_run("r", {"sweep.id": "t"})
+        jobs.append((run_id, SweepJob(sweep_id="t", index=0, config_hash="h", subcommand="fit", command=["x"],
+                                      tracking_uri=store.tracking_uri, experiment_name="e", run_id=run_id,
+                                      log=str(tmp_path / "log"), claims_dir=str(tmp_path), max_requeues=max_requeues)))
+    (again_id, again), (failed_id, failed) = jobs
+    delayed = again.checkpoint()
+    assert isinstance(delayed, DelayedSubmission) and delayed.function is again and again.requeues == 1
+    assert store.client.get_run(again_id).info.status == "KILLED"
+    assert store.client.get_run(again_id).data.tags["sweep.requeues"] == "1"
+    assert failed.checkpoint() is None
+    run = store.client.get_run(failed_id)
+    assert run.info.status == "FAILED" and run.data.tags["sweep.requeues"] == "1"
+    assert "more than launcher.max_requeues=0" in run.data.tags["sweep.error"] and "raise max_requeues" in \
+        run.data.tags["sweep.error"]
 
 
 # ------------------------------------------------------------------------------------ acceptance (slow, real runs)

@@ -4,8 +4,8 @@ For each point not FINISHED, not claimed by a live process and not already queue
 (or reuses: an unfinished run with a ``last.ckpt``, or one still SCHEDULED) the point's MLflow run, marks it
 SCHEDULED, and submits one :class:`~copra_bench.sweep.job.SweepJob` per point through one ``executor.batch()``:
 SLURM gets one job array (``--array=0-N%array_parallelism``). Each run gets the tag ``sweep.job_id``, and
-``<submitit folder>/jobs.json`` maps point -> job id -> run id. The sweep prints the ids and returns; ``--wait``
-blocks until every job has ended (scripts, tests).
+``<sweep folder>/jobs.json`` (``outputs/sweeps/<sweep id>/``, or ``--log-dir``) maps point -> job id -> run id.
+The sweep prints the ids and returns; ``--wait`` blocks until every job has ended (scripts, tests).
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ def submit_sweep(spec: SweepSpec, runs: list[PlannedRun], *, log_dir: Path, max_
     folder = submitit_folder(spec, log_dir)
     log_dir = log_dir.resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
-    jobs_path = folder / JOBS_FILE
+    jobs_path = log_dir / JOBS_FILE
     recorded = json.loads(jobs_path.read_text()) if jobs_path.is_file() else {}
-    todo: list[tuple[PlannedRun, SweepStore, str]] = []
+    waiting: list[tuple[PlannedRun, SweepStore]] = []
     stores: dict[tuple, tuple[SweepStore, dict[str, str]]] = {}
     skipped = queued = 0
     seen: set[str] = set()
@@ -88,9 +88,10 @@ def submit_sweep(spec: SweepSpec, runs: list[PlannedRun], *, log_dir: Path, max_
             echo(f"  [{run.index}] queued   {run.label}  (job {previous['job_id']}): left to it")
             queued += 1
             continue
-        todo.append((run, store, _run_id(spec, run, store)))
+        waiting.append((run, store))
     if max_runs is not None:
-        todo = todo[:max_runs]
+        waiting = waiting[:max_runs]
+    todo = [(run, store, _run_id(spec, run, store)) for run, store in waiting]  # only the submitted get a run
     echo(f"sweep {spec.sweep_id}: {len(runs)} runs, {skipped} already finished, {queued} queued or running, "
          f"{len(todo)} to submit ({launcher.cluster}, {folder})")
     if not todo:
