@@ -1,8 +1,8 @@
-"""``launcher: {kind: submitit, ...}``: the block is checked, the grid goes out as one job array through submitit's
-local executor, a job interrupted as SLURM does it (the preemption signal to the job) stops its run at a safe point
-and is requeued into the same MLflow run with ``--ckpt_path last``, past ``max_requeues`` the run is FAILED; the
-full-matrix sweep files expand to 135 runs with matching axes. The acceptance test (slow) does it with real runs of
-the synthetic matrix and compares the resumed run's numbers with an uninterrupted one."""
+"""``launcher: {kind: submitit, ...}``: the block is checked; past ``max_requeues`` a preempted job's run is FAILED
+with a message; the full-matrix sweep files expand to 135 runs with matching axes and every cell x method parses.
+The acceptance test (slow) sends the synthetic matrix slice as one job array through submitit's local executor, two
+jobs at once, preempts one as SLURM does (the preemption signal to the job) and shows it requeued into the same
+MLflow run with ``--ckpt_path last``, resumed to an uninterrupted run's per-step and test metrics."""
 
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ from copra_bench.sweep.launcher_spec import LauncherError, parse_launcher
 from copra_bench.sweep.spec import SweepSpec, display_value
 
 from .conftest import REPO
-from .sweep_fakes import calls, db_runs, fake_launcher, sweep_file
+from .sweep_fakes import db_runs
 
-MAIN = str(REPO / "configs" / "cross_domain.yaml")
 SWEEPS = REPO / "configs" / "sweeps"
 
 
@@ -70,62 +69,6 @@ def test_every_cell_and_method_of_the_matrix_parses(name, tmp_path, monkeypatch,
     assert main(["sweep", "--config", str(SWEEPS / name), "--dry-run", "--only", "seed_everything=0"]) == 0
     assert "45 runs, 0 already finished, 45 to run" in capsys.readouterr().out
     assert not list(tmp_path.iterdir())
-
-
-def _submitit_sweep(tmp_path, monkeypatch, seeds, *, seconds: float, max_requeues: int = 3) -> Path:
-    launcher = {"kind": "submitit", "cluster": "local", "timeout_min": 30, "max_requeues": max_requeues,
-                "folder": str(tmp_path / "submitit"), "gpus_per_node": 0,
-                "command": fake_launcher(tmp_path, monkeypatch, seconds=seconds)}
-    return sweep_file(tmp_path, seeds, launcher=launcher, configs=[MAIN])
-
-
-def _claim_pid(tmp_path: Path, timeout: float = 120) -> int:
-    """The PID of the job process holding a claim (it records itself), once its run has started."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for claim in tmp_path.glob("mlflow.db.claims/*/*.claim"):
-            try:
-                record = json.loads(claim.read_text())
-            except ValueError:
-                continue
-            if record.get("pid") and calls(tmp_path) == [] and list((tmp_path / "run_dirs").glob("*")):
-                return int(record["pid"])
-        time.sleep(0.2)
-    raise AssertionError("no job started its run")
-
-
-@pytest.mark.slow  # a sweep process and three submitit job starts
-def test_a_preempted_job_is_requeued_into_the_same_run_and_resumes(tmp_path, monkeypatch, capsys):
-    """Two points as one array on the local executor; the first job gets the preemption signal mid-run: its run
-    writes last.ckpt, the job is requeued (tag, --status) and its second start passes --ckpt_path last in the same
-    MLflow run; both finish; a second submission finds nothing to do."""
-    monkeypatch.chdir(tmp_path)
-    path = _submitit_sweep(tmp_path, monkeypatch, [0, 1], seconds=6)
-    sweep = subprocess.Popen([sys.executable, "-m", "copra_bench", "sweep", "--config", str(path), "--wait"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    pid = _claim_pid(tmp_path)
-    os.kill(pid, signal.SIGUSR2)  # what SLURM's --signal=USR2@90 and `scancel --signal USR2` send the job
-    output = sweep.communicate(timeout=180)[0]
-    assert sweep.returncode == 0, output
-    assert "submitted 2 job(s)" in output and "requeued 1 time(s)" in output, output
-    records = calls(tmp_path)
-    stopped = [r for r in records if r["stopped"]]
-    assert len(stopped) == 1 and stopped[0]["pid"] != pid
-    resumed = [r for r in records if r["resume"]]
-    assert [r["run_id"] for r in resumed] == [stopped[0]["run_id"]], "the requeued job resumes in the same run"
-    runs = db_runs(tmp_path / "mlflow.db")
-    assert sorted(s for _, s, _ in runs) == ["FINISHED", "FINISHED"] and len(runs) == 2
-    tags = {run_id: t for run_id, _, t in runs}
-    assert tags[stopped[0]["run_id"]]["sweep.requeues"] == "1"
-    jobs = json.loads((tmp_path / "outputs" / "sweeps" / "t" / "jobs.json").read_text())
-    assert sorted(j["run_id"] for j in jobs.values()) == sorted(tags)
-    assert all(tags[j["run_id"]]["sweep.job_id"] == j["job_id"] for j in jobs.values())
-    capsys.readouterr()
-    assert main(["sweep", "--config", str(path), "--status"]) == 0
-    status = capsys.readouterr().out
-    assert "finished  (requeued 1x)" in status and "2 points: 2 finished; 1 requeue(s)" in status
-    assert main(["sweep", "--config", str(path)]) == 0
-    assert "2 already finished, 0 queued or running, 0 to submit" in capsys.readouterr().out
 
 
 def test_past_max_requeues_the_run_is_failed_with_a_message(tmp_path):
@@ -180,6 +123,10 @@ def _small_cell(tmp_path: Path, cache: Path) -> list[str]:
     return [a for key, value in sets.items() for a in ("--set", key, value)]
 
 
+def point_id(sweep: Path) -> str:
+    return SweepSpec.load(sweep).sweep_id
+
+
 def _train_metrics(run_dir: Path) -> dict[int, dict]:
     out: dict[int, dict] = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
@@ -195,8 +142,9 @@ def _train_metrics(run_dir: Path) -> dict[int, dict]:
 def test_acceptance_matrix_slice_on_submitit_preempted_job_resumes_to_the_same_numbers(tmp_path, monkeypatch,
                                                                                      synth_cache, capsys):
     """The synthetic matrix sweep (COPRA on one cell, seeds 0 and 1, shrunk) through submitit's local executor, two
-    jobs at once; seed 0's job is preempted mid-fit (USR2, as SLURM sends it): requeued (tag, --status), resumed in
-    the same run to the same per-step training metrics and test metrics as an uninterrupted run of that point."""
+    jobs at once; seed 0's job is preempted mid-fit (USR2, as SLURM sends it): requeued (tag, --status, its second
+    start with --ckpt_path last in the same MLflow run), job ids tagged and in jobs.json, resumed to the same
+    per-step training metrics and test metrics as an uninterrupted run of that point; submitting again is a no-op."""
     monkeypatch.chdir(tmp_path)
     sweep = tmp_path / "matrix.yaml"
     text = (SWEEPS / "matrix_3x3_methods_synthetic.yaml").read_text().replace("configs/", f"{REPO}/configs/")
@@ -226,11 +174,23 @@ def test_acceptance_matrix_slice_on_submitit_preempted_job_resumes_to_the_same_n
     assert "submitted 2 job(s)" in output and "requeued 1 time(s)" in output, output[-4000:]
     runs = db_runs(tmp_path / "mlflow.db")
     assert sorted(s for _, s, _ in runs) == ["FINISHED", "FINISHED"] and len(runs) == 2
-    tags = next(t for _, _, t in runs if t["run_dir"] == str(run_dir))
-    assert tags["sweep.requeues"] == "1"
+    tags = {run_id: t for run_id, _, t in runs}
+    (preempted,) = [run_id for run_id, t in tags.items() if t["run_dir"] == str(run_dir)]
+    assert tags[preempted]["sweep.requeues"] == "1" and {t.get("sweep.requeues") for t in tags.values()} == {"0", "1"}
+    log = Path(tags[preempted]["sweep.log"]).read_text()
+    starts = [line for line in log.splitlines() if line.startswith("$ ")]
+    assert len(starts) == 2 and "--ckpt_path last" not in starts[0] and starts[1].endswith("--ckpt_path last")
+    assert f"--trainer.logger.init_args.run_id {preempted}" in starts[1], "resumed in the same MLflow run"
+    jobs = json.loads((tmp_path / "outputs" / "sweeps" / point_id(sweep) / "jobs.json").read_text())
+    assert sorted(j["run_id"] for j in jobs.values()) == sorted(tags)
+    assert all(tags[j["run_id"]]["sweep.job_id"] == j["job_id"] for j in jobs.values())
     capsys.readouterr()
-    assert main(["sweep", "--config", str(sweep), "--status", *options[:4], *options[6:]]) == 0
-    assert "finished  (requeued 1x)" in capsys.readouterr().out
+    slice_options = [*options[:4], *options[6:]]
+    assert main(["sweep", "--config", str(sweep), "--status", *slice_options]) == 0
+    status = capsys.readouterr().out
+    assert "finished  (requeued 1x)" in status and "3 points: 2 finished, 1 queued; 1 requeue(s)" in status
+    assert main(["sweep", "--config", str(sweep), *slice_options, "--only", "seed_everything=0"]) == 0
+    assert "1 runs, 1 already finished, 0 queued or running, 0 to submit" in capsys.readouterr().out  # again: no-op
 
     reference = tmp_path / "reference"
     point = SweepSpec.load(sweep)
