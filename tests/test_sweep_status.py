@@ -6,8 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from copra_bench.cli import main
 from copra_bench.sweep.plan import prepare
 from copra_bench.sweep.spec import SweepSpec
@@ -28,7 +26,6 @@ def test_a_missing_store_is_a_clear_message(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-@pytest.mark.slow  # about 15 s: a small sweep, then the status
 def test_each_point_has_its_state_and_the_summary_counts_them(tmp_path, monkeypatch, capsys):
     """Seeds 0-4: 0 finished (its AUC shown), 1 failed (the reason), 2 running in another live process (host, PID,
     the step and epoch it logged), 3 RUNNING with nobody holding it (stale), 4 queued."""

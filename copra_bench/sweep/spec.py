@@ -20,8 +20,8 @@ A sweep file (``configs/sweeps/<name>.yaml``)::
 Every key is a config key of ``python -m copra_bench <subcommand>`` (checked by parsing each run's config before
 anything runs, see :mod:`copra_bench.sweep.resolve`), except the axis ``configs``: its values are config files (or
 lists of them) added after the sweep's ``configs`` of that run, e.g. one experiment file per cross-domain matrix cell.
-A key joining several config keys with commas is a *zipped*
-axis: its values are lists giving one value per key. Relative paths (configs, and values ending in ``.yaml``) are
+A key joining several config keys with commas is a *zipped* axis: its values are lists giving one value per key.
+Relative paths (configs, and values ending in ``.yaml``) are
 looked up in the current directory, then in the sweep file's folder and its parents, and made absolute, so emitted
 commands run from anywhere.
 """
