@@ -206,3 +206,48 @@ def test_acceptance_matrix_slice_on_submitit_preempted_job_resumes_to_the_same_n
     assert _train_metrics(run_dir) == _train_metrics(reference_dir) and len(_train_metrics(run_dir)) == 8
     results = [json.loads((d / "metrics.json").read_text())["test"] for d in (run_dir, reference_dir)]
     assert results[0] == results[1]
+
+
+def test_a_slurm_sweep_is_one_sbatch_job_array_with_the_launcher_settings(tmp_path, monkeypatch, capsys):
+    """cluster: slurm with stand-ins for srun and sbatch on PATH (no SLURM here): submitit writes one sbatch script
+    for the whole grid (--array=0-2%2, partition, signal USR2@90, setup lines, sbatch extras); every point's run is
+    SCHEDULED with its array job id (tag, jobs.json) and --status lists them queued with their job; submitting again
+    leaves the jobs sacct reports alive and resends the ended one in its run."""
+    from .sweep_fakes import fake_launcher, sweep_file
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncat "$1" >> {tmp_path / "sbatch_scripts"}\n'
+                                    'echo "Submitted batch job 4242"\n')
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    launcher = {"kind": "submitit", "cluster": "slurm", "partition": "gpu", "array_parallelism": 2, "mem_gb": 64,
+                "timeout_min": 600, "setup": ["source .venv/bin/activate"],
+                "slurm_additional_parameters": {"account": "vad"}, "command": fake_launcher(tmp_path, monkeypatch)}
+    path = sweep_file(tmp_path, [0, 1, 2], launcher=launcher, configs=[str(REPO / "configs" / "cross_domain.yaml")])
+    assert main(["sweep", "--config", str(path)]) == 0
+    assert "submitted 3 job(s): 4242_0 4242_1 4242_2" in capsys.readouterr().out
+    script = (tmp_path / "sbatch_scripts").read_text()
+    assert script.count("#!/bin/bash") == 1, "one sbatch for the whole grid"
+    for line in ("--array=0-2%2", "--partition=gpu", "--signal=USR2@90", "--time=600", "--mem=64GB",
+                 "--account=vad", "--gpus-per-node=1", "source .venv/bin/activate"):
+        assert line in script
+    runs = db_runs(tmp_path / "mlflow.db")
+    assert [s for _, s, _ in runs] == ["SCHEDULED"] * 3
+    assert sorted(t["sweep.job_id"] for _, _, t in runs) == ["4242_0", "4242_1", "4242_2"]
+    jobs = json.loads((tmp_path / "outputs" / "sweeps" / "t" / "jobs.json").read_text())
+    assert sorted(j["job_id"] for j in jobs.values()) == ["4242_0", "4242_1", "4242_2"]
+    assert main(["sweep", "--config", str(path), "--status"]) == 0
+    status = capsys.readouterr().out
+    assert "job 4242_0" in status and "job 4242_2" in status and "3 points: 3 queued" in status
+    (bin_dir / "sacct").write_text("#!/bin/sh\nprintf 'JobID|State\\n4242_0|COMPLETED\\n4242_1|PENDING\\n"
+                                   "4242_2|RUNNING\\n'\n")
+    (bin_dir / "sacct").chmod(0o755)
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(path)]) == 0  # again: the live jobs are left alone, the ended one resent
+    out = capsys.readouterr().out
+    assert "2 queued or running, 1 to submit" in out and "submitted 1 job(s): 4242;" in out, out  # one: no array
+    assert len(db_runs(tmp_path / "mlflow.db")) == 3, "the resent point keeps its run"
