@@ -12,12 +12,25 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
-
 from copra_bench.datamodules.records import VideoRecord
+from copra_bench.datamodules.sharding import deal_videos
 from copra_bench.datamodules.video_io import iter_windows, read_frames_seeking
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    Sampler,
+    get_worker_info,
+)
+
 from copra_bench.errors import VideoDecodeError
-from copra_bench.windows import WindowSpec, half_window, uniform_indices, window_frame_indices, num_windows
+from copra_bench.windows import (
+    WindowSpec,
+    half_window,
+    num_windows,
+    uniform_indices,
+    window_frame_indices,
+)
 
 TrainRegime = Literal["sparse", "dense", "chunked"]
 TRAIN_REGIMES = ("sparse", "dense", "chunked")
@@ -97,14 +110,14 @@ class ClipDataset(Dataset):
                 "frame_indices": torch.from_numpy(indices)}
 
 
-def _shard() -> tuple[int, int]:
-    """(this reader's index, number of readers) over DDP ranks x DataLoader workers."""
+def _shard() -> tuple[int, int, int, int]:
+    """(DDP rank, world size, DataLoader worker, workers) of this reader."""
     rank, world = 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     info = get_worker_info()
     workers, worker = (info.num_workers, info.id) if info else (1, 0)
-    return rank * workers + worker, world * workers
+    return rank, world, worker, workers
 
 
 class SkipLedger:
@@ -138,8 +151,10 @@ def decode_failure(path: Path, err: VideoDecodeError) -> str:
 class WindowDataset(IterableDataset):
     """Every dense test window of every video, each video decoded once per pass.
 
-    Videos are dealt round-robin to DDP ranks and DataLoader workers, so each window is read by exactly one reader
-    (no DistributedSampler padding: no duplicated or dropped windows). Items carry the video and window index;
+    Videos are dealt to DDP ranks, then to each rank's DataLoader workers, longest first by window count
+    (:func:`~copra_bench.datamodules.sharding.deal_videos`: the slowest rank within a few percent of the mean on the
+    real test sets), so each window is read by exactly one reader (no DistributedSampler padding: no duplicated or
+    dropped windows). Items carry the video and window index;
     the module puts the scores back together per video.
 
     Conditioning (``unit`` ``chunk`` or ``video``, for methods that adapt per unit of time such as COPRA): each item
@@ -175,22 +190,26 @@ class WindowDataset(IterableDataset):
     # No __len__ on purpose: with several workers each one ends on a partial batch, so a length-derived batch count
     # (which Lightning uses to stop the loop) is too small and the last windows would be silently dropped.
 
+    def window_counts(self) -> list[int]:
+        """Windows of each video, in record order (the weights the videos are dealt by)."""
+        return [num_windows(r.num_frames, stride=self.spec.stride) for r in self.records]
+
     def num_windows(self) -> int:
         """Windows of all videos (over all readers)."""
-        return sum(num_windows(r.num_frames, stride=self.spec.stride) for r in self.records)
+        return sum(self.window_counts())
+
+    def videos_of(self, *, rank: int, world_size: int, worker: int, num_workers: int) -> list[int]:
+        """The videos one reader decodes (``num_workers`` 0 or 1: the rank's only reader)."""
+        return deal_videos(window_counts=self.window_counts(), world_size=world_size,
+                           num_workers=num_workers)[rank][worker]
 
     def num_batches(self, batch_size: int, *, num_workers: int = 0, rank: int = 0, world_size: int = 1) -> int:
         """Batches one DDP rank's DataLoader yields in a pass, for progress bars (Lightning is not told a length, see
         above): the videos are dealt to the readers as in :meth:`__iter__`, and each reader (a worker, or the main
         process with ``num_workers=0``) ends on its own partial batch."""
-        workers = max(1, num_workers)
-        readers = world_size * workers
-        total = 0
-        for reader in range(rank * workers, (rank + 1) * workers):
-            windows = sum(num_windows(self.records[i].num_frames, stride=self.spec.stride)
-                          for i in range(reader, len(self.records), readers))
-            total += -(-windows // batch_size)
-        return total
+        counts = self.window_counts()
+        readers = deal_videos(window_counts=counts, world_size=world_size, num_workers=num_workers)[rank]
+        return sum(-(-sum(counts[i] for i in videos) // batch_size) for videos in readers)
 
     def condition_units(self, record: VideoRecord) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """Per window, the key of its conditioning unit; per key, the K frame indices of that unit."""
@@ -211,8 +230,8 @@ class WindowDataset(IterableDataset):
         return keys, {j: torch.from_numpy(frames[i * k:(i + 1) * k].copy()) for i, j in enumerate(order)}
 
     def __iter__(self) -> Iterator[dict]:
-        reader, readers = _shard()
-        for index in range(reader, len(self.records), readers):
+        rank, world, worker, workers = _shard()
+        for index in self.videos_of(rank=rank, world_size=world, worker=worker, num_workers=workers):
             try:
                 yield from self._items(index)
             except VideoDecodeError as err:
