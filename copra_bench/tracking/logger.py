@@ -186,14 +186,18 @@ class MLFlowLogger(_LightningMLFlowLogger):
 
     @property
     def run_dir(self) -> Path:
-        """Local folder of this run (created on first use)."""
+        """Local folder of this run (created on first use, by DDP rank 0 only: the others have no run)."""
         path = self.local_dir / str(self.experiment_id) / str(self.run_id)
-        path.mkdir(parents=True, exist_ok=True)
+        if rank_zero_only.rank == 0:
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     def start(self) -> None:
         """Create the run now, so a store that cannot be written fails before any work is done; write
-        ``run.json``. An attached run (resumed) also learns which (metric, step) pairs it already has."""
+        ``run.json``. An attached run (resumed) also learns which (metric, step) pairs it already has. On DDP ranks
+        other than 0 nothing: the run, its store record and its local folder are rank 0's."""
+        if rank_zero_only.rank != 0:
+            return
         try:
             _ = self.experiment, self.run_id
         except Exception as err:  # mlflow raises many types here
@@ -214,6 +218,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
             self._report(f"reading the metric history of run {self.run_id}", err)
         return seen
 
+    @rank_zero_only  # rank 0 owns the run: the other DDP ranks write nothing, locally or to the store
     def reopen(self) -> None:
         """Mark an attached run RUNNING again (a resumed KILLED / FAILED one), once this process owns it."""
         def reopen_run() -> None:
@@ -261,6 +266,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
         except OSError as err:  # the results themselves are written (and fail loudly) elsewhere
             warnings.warn(f"cannot update the local run record in {self.run_dir}: {err}", stacklevel=3)
 
+    @rank_zero_only
     def log_metrics(self, metrics, step=None) -> None:
         local, store = self._logged_before or (set(), set())
         fresh = {k: v for k, v in metrics.items() if (k, step) not in local}
@@ -272,9 +278,11 @@ class MLFlowLogger(_LightningMLFlowLogger):
         if upload:
             self._guard("log_metrics", super().log_metrics, upload, step)
 
+    @rank_zero_only
     def log_hyperparams(self, params) -> None:
         self._guard("log_hyperparams", super().log_hyperparams, params)
 
+    @rank_zero_only
     def log_params(self, params: dict[str, Any]) -> None:
         """Log flat params with MLflow's own length limit (Lightning's ``log_hyperparams`` cuts at 250)."""
         from mlflow.entities import Param
@@ -285,9 +293,11 @@ class MLFlowLogger(_LightningMLFlowLogger):
         for i in range(0, len(items), 100):
             self._guard("log_params", self.experiment.log_batch, run_id=self.run_id, params=items[i:i + 100])
 
+    @rank_zero_only
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._guard("log_artifact", self.experiment.log_artifact, self.run_id, str(path), artifact_path)
 
+    @rank_zero_only
     def set_tags(self, tags: dict[str, Any]) -> None:
         # The store first, then the local record: a tag seen in run.json is in the store too (unless the store is
         # down, which the guard reports), so a process killed in between never leaves the local copy ahead.

@@ -1,0 +1,107 @@
+"""The CLI's own ``--trainer.strategy ddp`` launcher (Lightning re-launches the command per rank), on 2 CPU processes
+(gloo), gives what 1 process gives: a short LoRA SFT fit of 2 ranks x batch 1 equals 1 process x batch 2 step by
+step (training loss of the global batch, final weights, validation AUC, test metrics and scores), and a ``test`` of
+a checkpoint on 2 ranks equals the 1-process fit's own test. One MLflow run per command (rank 1 creates
+none, takes no run lock) and every file written once, by rank 0."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from copra_bench.evaluation.assembly import load_scores
+
+from .conftest import REPO, SMALL_WORLD
+from .faults import CLI, db_runs, only_run_dir, results_of, run, run_dirs, train_metrics, trained_state
+
+pytestmark = pytest.mark.slow
+
+IN_DOMAIN = str(REPO / "configs" / "in_domain_synthetic.yaml")
+LORA_SFT = str(REPO / "configs" / "model" / "lora_sft_tiny.yaml")
+DDP_2 = ("--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu")
+FLOAT = 1e-6  # the ranks' gradients are averaged in another order than one batch's
+
+
+def _job(folder, cache) -> list[str]:
+    """A fit of LoRA SFT (4 steps: 4 training videos, global batch 2, two epochs) on SMALL_WORLD data with 5 test
+    videos (an odd count: the ranks get different numbers of videos) and 2 validation clips (one per rank)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"class_path": "copra_bench.datamodules.SyntheticUCFCrimeDataModule",
+            "init_args": {"domain": "A", **SMALL_WORLD, "num_test_normal": 3, "cache_dir": str(cache),
+                          "window_seconds": 2.0, "frames_per_window": 4, "val_fraction": 0.34}}
+    trainer = {"max_steps": 4, "log_every_n_steps": 1, "num_sanity_val_steps": 0, "enable_progress_bar": False,
+               "callbacks": [{"class_path": "copra_bench.tracking.RunArtifacts"},
+                             {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                              "init_args": {"save_last": True, "every_n_train_steps": 2, "save_top_k": 0}}]}
+    (folder / "data.yaml").write_text(yaml.safe_dump(data))
+    (folder / "trainer.yaml").write_text(yaml.safe_dump(trainer))
+    return ["--config", IN_DOMAIN, "--model", LORA_SFT, "--data", str(folder / "data.yaml"),
+            "--trainer", str(folder / "trainer.yaml"), "--model.init_args.bootstrap_samples", "20"]
+
+
+def _val_auc(run_dir) -> list[tuple[int, float]]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["val/video_auc"]) for r in lines if "val/video_auc" in r]
+
+
+def _same_scores(a_dir, b_dir, tol: float) -> None:
+    a, b = (load_scores(d / "scores" / "synth_ucf_A.npz") for d in (a_dir, b_dir))
+    assert [v.name for v in a] == [v.name for v in b]
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x.window_scores, y.window_scores, rtol=0, atol=tol)
+
+
+def _same_metrics(a: dict, b: dict, tol: float) -> None:
+    """Every number of metrics.json within ``tol`` (everything else equal)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _same_metrics(a[key], b[key], tol)
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _same_metrics(x, y, tol)
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, abs=tol, nan_ok=True)
+    else:
+        assert a == b
+
+
+def test_ddp_fit_and_test_equal_one_process(tmp_path, synth_cache):
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, log = run([*CLI, "fit", *_job(one, synth_cache), "--data.init_args.batch_size", "2"], one)
+    assert code == 0, log[-3000:]
+    code, log = run([*CLI, "fit", *_job(two, synth_cache), "--data.init_args.batch_size", "1", *DDP_2], two)
+    assert code == 0, log[-3000:]
+    one_dir, two_dir = only_run_dir(one), only_run_dir(two)  # rank 1 wrote no run directory of its own
+    assert len(db_runs(two)) == 1 and db_runs(two)[0][1] == "FINISHED"
+
+    # step by step: the loss logged at every step is the global batch's (the mean over the 2 ranks)
+    steps_one, steps_two = train_metrics(one), train_metrics(two)
+    assert sorted(steps_two) == sorted(steps_one) == [0, 1, 2, 3]
+    for step, values in steps_one.items():
+        assert steps_two[step]["train/loss"] == pytest.approx(values["train/loss"], abs=FLOAT), step
+    state_one, state_two = trained_state(one_dir), trained_state(two_dir)
+    assert state_one.keys() == state_two.keys()
+    assert max((state_one[k] - state_two[k]).abs().max().item() for k in state_one) < FLOAT
+    # validation: the 2 clips once each (no DistributedSampler padding), every epoch
+    assert _val_auc(two_dir) == _val_auc(one_dir) and len(_val_auc(one_dir)) == 2
+    _same_metrics(results_of(two_dir), results_of(one_dir), FLOAT)
+    _same_scores(two_dir, one_dir, FLOAT)
+
+    # `test` of the 1-process checkpoint on 2 ranks: that fit's own test (each rank's batches mix other videos,
+    # which moves a score by an ulp at most)
+    test = tmp_path / "test"
+    code, log = run([*CLI, "test", *_job(test, synth_cache), "--ckpt_path",
+                     str(one_dir / "checkpoints" / "last.ckpt"), *DDP_2], test)
+    assert code == 0, log[-3000:]
+    (test_dir,) = run_dirs(test)
+    _same_metrics(results_of(test_dir), results_of(one_dir), FLOAT)
+    _same_scores(test_dir, one_dir, FLOAT)
+    assert log.count("Results (frame level") == 1  # the table printed once, by rank 0
+    state = torch.load(one_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert state["global_step"] == 4
