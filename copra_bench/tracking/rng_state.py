@@ -2,7 +2,7 @@
 
 A step draws from the process-wide generators: torch's CPU generator and every CUDA device's (GRPO's rollout
 sampling, dropout), numpy's and Python's ``random`` (any code a method calls). Training clips do not: their frame
-jitter is keyed on (seed, epoch, video) by the train sampler (``datamodules/datasets.py:EpochShuffle``), and the
+jitter is keyed on (seed, epoch, video) by the train sampler (``datamodules/samplers.py:EpochShuffle``), and the
 sampler's position is the train loader's own ``state_dict``.
 
 :class:`TrainingRNG` makes the generators' state at the start of each step a function of the training so far, never
