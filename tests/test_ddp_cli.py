@@ -2,7 +2,8 @@
 (gloo), gives what 1 process gives: a short LoRA SFT fit of 2 ranks x batch 1 equals 1 process x batch 2 step by
 step (training loss of the global batch, final weights, validation AUC, test metrics and scores), and a ``test`` of
 a checkpoint on 2 ranks equals the 1-process fit's own test. One MLflow run per command (rank 1 creates
-none, takes no run lock) and every file written once, by rank 0."""
+none, takes no run lock) and every file written once, by rank 0. A GRPO fit (rollouts not keyed per row, so not
+equal to 1 process) runs every rank to the same step."""
 
 from __future__ import annotations
 
@@ -17,7 +18,16 @@ from copra_bench.cli import main
 from copra_bench.evaluation.assembly import load_scores
 
 from .conftest import REPO, SMALL_WORLD
-from .faults import CLI, db_runs, only_run_dir, results_of, run, run_dirs, train_metrics, trained_state
+from .faults import (
+    CLI,
+    db_runs,
+    only_run_dir,
+    results_of,
+    run,
+    run_dirs,
+    train_metrics,
+    trained_state,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +70,8 @@ def _same_metrics(a: dict, b: dict, tol: float) -> None:
     """Every number of metrics.json within ``tol`` (everything else equal)."""
     if isinstance(a, dict):
         assert a.keys() == b.keys()
-        for key in a:
-            _same_metrics(a[key], b[key], tol)
+        for key, value in a.items():
+            _same_metrics(value, b[key], tol)
     elif isinstance(a, list):
         assert len(a) == len(b)
         for x, y in zip(a, b, strict=True):
@@ -110,3 +120,21 @@ def test_ddp_fit_and_test_equal_one_process(tmp_path, synth_cache, monkeypatch, 
     assert log.count("Results (frame level") == 1  # the table printed once, by rank 0
     state = torch.load(one_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
     assert state["global_step"] == 4
+
+
+def test_ddp_grpo_fit_runs_every_rank_to_the_same_step(tmp_path, synth_cache):
+    """Static LoRA + GRPO on 2 ranks: not equal to 1 process (each rank samples its rollouts from its own generator;
+    docs/scale-out.md), but every rank takes every step: the per-step all-reduce of the statistics and the gradient
+    all-reduce would hang or fail otherwise, and the checkpoint holds both ranks' generator snapshots."""
+    job = _job(tmp_path, synth_cache)
+    job[job.index(LORA_SFT)] = str(REPO / "configs" / "model" / "lora_grpo_tiny.yaml")
+    code, log = run([*CLI, "fit", *job, "--data.init_args.batch_size", "1", "--model.init_args.num_generations", "4",
+                     "--trainer.max_steps", "3", *DDP_2], tmp_path)
+    assert code == 0, log[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    assert sorted(train_metrics(tmp_path)) == [0, 1, 2]  # every step logged once, by rank 0
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert state["global_step"] == 3
+    (rng,) = [v for k, v in state["callbacks"].items() if "TrainingRNG" in k]
+    assert len(rng["rank_generators"]) == 2
+    assert list(results_of(run_dir)) == ["synth_ucf_A"]  # and the test after fit was evaluated (on rank 0)

@@ -34,8 +34,6 @@ from copra_bench.evaluation.assembly import (
     assemble_windows,
 )
 from copra_bench.evaluation.metrics import video_auc
-from copra_bench.evaluation.ranks import broadcast_from_zero, gather_to_zero, rank
-from copra_bench.evaluation.recipes import resolve_protocol
 from copra_bench.evaluation.protocol import (
     CLASS_AUC_CONVENTION,
     EvaluationSettings,
@@ -44,6 +42,8 @@ from copra_bench.evaluation.protocol import (
     evaluate_test_set,
     protocol_params,
 )
+from copra_bench.evaluation.ranks import broadcast_from_zero, gather_to_zero, rank
+from copra_bench.evaluation.recipes import resolve_protocol
 
 
 @dataclass
@@ -214,7 +214,7 @@ class Evaluator:
         if rank() == 0:
             try:
                 outcome = self._evaluate_gathered(windows, failures or {}, datamodule)
-            except Exception as err:  # said to the other ranks before raising, or they would wait forever
+            except Exception as err:  # noqa: BLE001  (told to the other ranks, then raised: else they wait forever)
                 crash = err
         shared = broadcast_from_zero({"metrics": outcome.metrics, "errors": outcome.errors,
                                       "crash": None if crash is None else f"{type(crash).__name__}: {crash}"})
