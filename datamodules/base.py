@@ -22,6 +22,7 @@ from copra_bench.datamodules.datasets import (
     SkipLedger, TrainRegime, WindowDataset,
 )
 from copra_bench.datamodules.records import DataRecords, VideoRecord
+from copra_bench.datamodules.samplers import ddp_rank_and_world
 from copra_bench.datamodules.video_io import probe_video
 from copra_bench.errors import DataError, VideoDecodeError
 from copra_bench.windows import WindowSpec
@@ -285,6 +286,11 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_records:
             return []
+        world = ddp_rank_and_world()[1]
+        if len(self.val_records) < world:  # a rank without a batch leaves the others waiting in DDP's forward
+            raise DataError(f"{self.name}: {len(self.val_records)} validation clips for {world} DDP ranks; every rank "
+                            "needs one (clips are never repeated). Raise data.init_args.val_fraction, use fewer "
+                            "devices, or set val_fraction: 0 (no validation).")
         # every clip on exactly one rank, unpadded (Lightning's DistributedSampler would repeat some)
         return DataLoader(self._clips(self.val_records, train=False), batch_size=self.batch_size,
                           sampler=RankShard(len(self.val_records)), num_workers=self.num_workers,

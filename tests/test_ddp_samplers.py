@@ -47,3 +47,19 @@ def test_validation_reads_every_clip_once_unpadded():
     assert list(RankShard(4)) == [0, 1, 2, 3]  # one process
     # DistributedSamplers: Lightning's _requires_distributed_sampler keeps them instead of wrapping or replacing
     assert isinstance(shards[0], DistributedSampler) and isinstance(EpochShuffle(3, seed=0), DistributedSampler)
+
+
+def test_fewer_validation_clips_than_ranks_is_a_clear_error(small_world, monkeypatch):
+    from copra_bench.datamodules import SyntheticUCFCrimeDataModule
+    from copra_bench.errors import DataError
+
+    dm = SyntheticUCFCrimeDataModule(domain="A", **small_world)
+    dm.setup("fit")
+    assert len(dm.val_records) == 2
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    assert len(dm.val_dataloader().sampler) == 1
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 3)
+    with pytest.raises(DataError, match="2 validation clips for 3 DDP ranks"):
+        dm.val_dataloader()
