@@ -63,3 +63,23 @@ def test_fewer_validation_clips_than_ranks_is_a_clear_error(small_world, monkeyp
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 3)
     with pytest.raises(DataError, match="2 validation clips for 3 DDP ranks"):
         dm.val_dataloader()
+
+
+def test_lightning_keeps_both_samplers_under_ddp():
+    """What Lightning does with a loader under a 2-process DDP trainer (its own data connector, the call it makes on
+    every train / val loader): ours come back as they are, a plain loader gets its padded DistributedSampler."""
+    import lightning as L
+    from lightning.pytorch.trainer.states import RunningStage
+    from torch.utils.data import DataLoader
+
+    trainer = L.Trainer(strategy="ddp", devices=2, accelerator="cpu", logger=False)
+    prepare = trainer._data_connector._prepare_dataloader
+    ours = {RunningStage.TRAINING: ResumableLoader(list(range(6)), batch_size=2, sampler=EpochShuffle(
+                6, seed=0, batch_size=2, rank=0, world_size=2)),
+            RunningStage.VALIDATING: DataLoader(list(range(5)), sampler=RankShard(5, rank=0, world_size=2))}
+    for stage, loader in ours.items():
+        assert prepare(loader, shuffle=stage == RunningStage.TRAINING, mode=stage) is loader
+    plain = DataLoader(list(range(5)))
+    replaced = prepare(plain, shuffle=False, mode=RunningStage.VALIDATING)
+    assert replaced is not plain and isinstance(replaced.sampler, DistributedSampler)
+    assert len(replaced.sampler) == 3  # 5 clips padded to 6: one counted twice, what RankShard avoids

@@ -122,8 +122,8 @@ class VideoAUCMetric(Metric):
 
 
 def _state_device(device: torch.device) -> torch.device:
-    """Where the metric states live: the module's device only when NCCL gathers them (it gathers CUDA tensors
-    only); else the CPU, so a long test pass keeps no scores or features in accelerator memory."""
+    """Where the validation metric's states live: the module's device only when NCCL gathers them (it gathers CUDA
+    tensors only); else the CPU. (Test collectors are always on the CPU: rank 0 gathers them as objects.)"""
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     return device if distributed and torch.distributed.get_backend() == "nccl" else torch.device("cpu")
 
@@ -195,9 +195,10 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------------ test and predict
     def start(self, test_sets: list, device: torch.device) -> None:
-        """One collector per test set, in test-dataloader order (``device``: the module's)."""
-        self._collectors = [WindowScoreCollector(ts, keep_features=self.keep_features).to(_state_device(device))
-                            for ts in test_sets]
+        """One collector per test set, in test-dataloader order (kept on the CPU whatever the module's ``device``)."""
+        # on the CPU always: they are gathered as objects (any backend), and a long pass keeps no scores or features
+        # in accelerator memory
+        self._collectors = [WindowScoreCollector(ts, keep_features=self.keep_features) for ts in test_sets]
 
     def add(self, dataloader_idx: int, video_index: torch.Tensor, window_index: torch.Tensor,
             scores: torch.Tensor, features: torch.Tensor | None = None) -> None:
