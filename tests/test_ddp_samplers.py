@@ -3,10 +3,15 @@ resume from the same step on every rank, and validation reads every clip once (n
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
+from copra_bench.datamodules import SyntheticUCFCrimeDataModule
 from copra_bench.datamodules.datasets import EpochShuffle, RankShard, ResumableLoader
-from torch.utils.data import DistributedSampler
+from lightning.pytorch.trainer.states import RunningStage
+from torch.utils.data import DataLoader, DistributedSampler
+
+from copra_bench.errors import DataError
 
 
 def _batches(sampler: EpochShuffle, b: int) -> list[list[tuple[int, int]]]:
@@ -50,9 +55,6 @@ def test_validation_reads_every_clip_once_unpadded():
 
 
 def test_fewer_validation_clips_than_ranks_is_a_clear_error(small_world, monkeypatch):
-    from copra_bench.datamodules import SyntheticUCFCrimeDataModule
-    from copra_bench.errors import DataError
-
     dm = SyntheticUCFCrimeDataModule(domain="A", **small_world)
     dm.setup("fit")
     assert len(dm.val_records) == 2
@@ -68,10 +70,6 @@ def test_fewer_validation_clips_than_ranks_is_a_clear_error(small_world, monkeyp
 def test_lightning_keeps_both_samplers_under_ddp():
     """What Lightning does with a loader under a 2-process DDP trainer (its own data connector, the call it makes on
     every train / val loader): ours come back as they are, a plain loader gets its padded DistributedSampler."""
-    import lightning as L
-    from lightning.pytorch.trainer.states import RunningStage
-    from torch.utils.data import DataLoader
-
     trainer = L.Trainer(strategy="ddp", devices=2, accelerator="cpu", logger=False)
     prepare = trainer._data_connector._prepare_dataloader
     ours = {RunningStage.TRAINING: ResumableLoader(list(range(6)), batch_size=2, sampler=EpochShuffle(
