@@ -2,12 +2,14 @@
 (gloo), gives what 1 process gives: a short LoRA SFT fit of 2 ranks x batch 1 equals 1 process x batch 2 step by
 step (training loss of the global batch, final weights, validation AUC, test metrics and scores), and a ``test`` of
 a checkpoint on 2 ranks equals the 1-process fit's own test. One MLflow run per command (rank 1 creates
-none, takes no run lock) and every file written once, by rank 0. A GRPO fit (rollouts not keyed per row, so not
-equal to 1 process) runs every rank to the same step."""
+none, takes no run lock) and every file written once, by rank 0. A GRPO fit on 2 ranks stopped by SIGTERM stops
+every rank after the same step with last.ckpt written."""
 
 from __future__ import annotations
 
 import json
+import re
+import signal
 
 import numpy as np
 import pytest
@@ -21,12 +23,17 @@ from .conftest import REPO, SMALL_WORLD
 from .faults import (
     CLI,
     db_runs,
+    kill,
+    logged_steps,
     only_run_dir,
     results_of,
     run,
     run_dirs,
+    run_json,
+    start,
     train_metrics,
     trained_state,
+    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -122,19 +129,27 @@ def test_ddp_fit_and_test_equal_one_process(tmp_path, synth_cache, monkeypatch, 
     assert state["global_step"] == 4
 
 
-def test_ddp_grpo_fit_runs_every_rank_to_the_same_step(tmp_path, synth_cache):
-    """Static LoRA + GRPO on 2 ranks: not equal to 1 process (each rank samples its rollouts from its own generator;
-    docs/scale-out.md), but every rank takes every step: the per-step all-reduce of the statistics and the gradient
-    all-reduce would hang or fail otherwise, and the checkpoint holds both ranks' generator snapshots."""
+def test_sigterm_stops_every_grpo_rank_at_the_same_step_with_last_ckpt(tmp_path, synth_cache):
+    """Static LoRA + GRPO on 2 ranks (not equal to 1 process: each rank samples its rollouts from its own generator;
+    docs/scale-out.md), stopped by SIGTERM to the launching process, as a cluster stops a job: every rank stops after
+    the same training step with last.ckpt written (both ranks' generators in it), exit 143, the run KILLED. Lightning's
+    own SIGTERM handler broadcast inside the handler: rank 1 died and rank 0 stopped without a checkpoint."""
     job = _job(tmp_path, synth_cache)
     job[job.index(LORA_SFT)] = str(REPO / "configs" / "model" / "lora_grpo_tiny.yaml")
-    code, log = run([*CLI, "fit", *job, "--data.init_args.batch_size", "1", "--model.init_args.num_generations", "4",
-                     "--trainer.max_steps", "3", *DDP_2], tmp_path)
-    assert code == 0, log[-3000:]
+    # no validation: the signal lands in a training step (a stop during validation is a safe point too, elsewhere)
+    process = start([*CLI, "fit", *job, "--data.init_args.batch_size", "1", "--data.init_args.val_fraction", "0",
+                     "--model.init_args.num_generations", "4", "--trainer.max_steps", "200", *DDP_2], tmp_path)
+    wait_for(lambda: logged_steps(tmp_path) >= 1, process, timeout=300, what="two training steps")
+    assert kill(process, signal.SIGTERM) == 143
+    log = (tmp_path / "run.log").read_text(errors="replace")
+    steps = {int(n) for n in re.findall(r"^stopped: .*?after training step (\d+)", log, flags=re.MULTILINE)}
+    stopped = re.findall(r"^stopped: ", log, flags=re.MULTILINE)
+    assert len(stopped) == 2 and len(steps) == 1, log[-3000:]  # both ranks, after one and the same step
+    (step,) = steps
     run_dir = only_run_dir(tmp_path)
-    assert sorted(train_metrics(tmp_path)) == [0, 1, 2]  # every step logged once, by rank 0
+    assert run_json(run_dir)["status"] == "KILLED"
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
-    assert state["global_step"] == 3
+    assert state["global_step"] == step
     (rng,) = [v for k, v in state["callbacks"].items() if "TrainingRNG" in k]
     assert len(rng["rank_generators"]) == 2
-    assert list(results_of(run_dir)) == ["synth_ucf_A"]  # and the test after fit was evaluated (on rank 0)
+    assert sorted(train_metrics(tmp_path)) == list(range(step))  # every step logged once, by rank 0
