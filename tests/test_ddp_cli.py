@@ -3,7 +3,7 @@
 step (training loss of the global batch, final weights, validation AUC, test metrics and scores), and a ``test`` of
 a checkpoint on 2 ranks equals the 1-process fit's own test. One MLflow run per command (rank 1 creates
 none, takes no run lock) and every file written once, by rank 0. A GRPO fit on 2 ranks stopped by SIGTERM stops
-every rank after the same step with last.ckpt written."""
+every rank after the same step with last.ckpt written, and ``fit --ckpt_path last`` on 2 ranks finishes it."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ IN_DOMAIN = str(REPO / "configs" / "in_domain_synthetic.yaml")
 LORA_SFT = str(REPO / "configs" / "model" / "lora_sft_tiny.yaml")
 DDP_2 = ("--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu")
 FLOAT = 1e-6  # the ranks' gradients are averaged in another order than one batch's
+RESUMED_STEPS = 16  # the stopped GRPO run's length: SIGTERM lands after step 1, the resume runs the rest
 
 
 def _job(folder, cache) -> list[str]:
@@ -129,16 +130,18 @@ def test_ddp_fit_and_test_equal_one_process(tmp_path, synth_cache, monkeypatch, 
     assert state["global_step"] == 4
 
 
-def test_sigterm_stops_every_grpo_rank_at_the_same_step_with_last_ckpt(tmp_path, synth_cache):
+def test_sigterm_stops_every_grpo_rank_at_the_same_step_and_the_run_resumes(tmp_path, synth_cache):
     """Static LoRA + GRPO on 2 ranks (not equal to 1 process: each rank samples its rollouts from its own generator;
     docs/scale-out.md), stopped by SIGTERM to the launching process, as a cluster stops a job: every rank stops after
-    the same training step with last.ckpt written (both ranks' generators in it), exit 143, the run KILLED. Lightning's
-    own SIGTERM handler broadcast inside the handler: rank 1 died and rank 0 stopped without a checkpoint."""
+    the same training step with last.ckpt written (both ranks' generators in it), exit 143, the run KILLED; then
+    ``fit --ckpt_path last`` on 2 ranks finishes it. Lightning's own SIGTERM handler broadcast inside the handler:
+    rank 1 died and rank 0 stopped without a checkpoint, or both hung."""
     job = _job(tmp_path, synth_cache)
     job[job.index(LORA_SFT)] = str(REPO / "configs" / "model" / "lora_grpo_tiny.yaml")
     # no validation: the signal lands in a training step (a stop during validation is a safe point too, elsewhere)
-    process = start([*CLI, "fit", *job, "--data.init_args.batch_size", "1", "--data.init_args.val_fraction", "0",
-                     "--model.init_args.num_generations", "4", "--trainer.max_steps", "200", *DDP_2], tmp_path)
+    argv = [*CLI, "fit", *job, "--data.init_args.batch_size", "1", "--data.init_args.val_fraction", "0",
+            "--model.init_args.num_generations", "4", "--trainer.max_steps", str(RESUMED_STEPS), *DDP_2]
+    process = start(argv, tmp_path)
     wait_for(lambda: logged_steps(tmp_path) >= 1, process, timeout=300, what="two training steps")
     assert kill(process, signal.SIGTERM) == 143
     log = (tmp_path / "run.log").read_text(errors="replace")
@@ -153,3 +156,12 @@ def test_sigterm_stops_every_grpo_rank_at_the_same_step_with_last_ckpt(tmp_path,
     (rng,) = [v for k, v in state["callbacks"].items() if "TrainingRNG" in k]
     assert len(rng["rank_generators"]) == 2
     assert sorted(train_metrics(tmp_path)) == list(range(step))  # every step logged once, by rank 0
+
+    # `fit --ckpt_path last` on 2 ranks continues that run to the end (rank 1 used to miss last.ckpt, start from
+    # step 0 and leave both ranks waiting in mismatched collectives)
+    code, log = run([*argv, "--ckpt_path", "last"], tmp_path, name="resumed", timeout=400)
+    assert code == 0, log[-3000:]
+    assert only_run_dir(tmp_path) == run_dir and run_json(run_dir)["status"] == "FINISHED"
+    assert sorted(train_metrics(tmp_path)) == list(range(RESUMED_STEPS))  # the steps after the stop, once each
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False,
+                      map_location="cpu")["global_step"] == RESUMED_STEPS

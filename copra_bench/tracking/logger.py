@@ -65,6 +65,10 @@ class _StoreErrorsToGuard(logging.Filter):
 logging.getLogger("mlflow.store.db.utils").addFilter(_StoreErrorsToGuard())
 
 
+#: ``<pid>:<experiment id>:<run id>`` of the run rank 0 (process ``pid``) logs into, for the DDP ranks it launches.
+LAUNCHED_RUN_ENV = "COPRA_DDP_RUN"
+
+
 def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
     """Fail fast with a clear message if ``uri`` cannot be used as an MLflow tracking store."""
     if uri.startswith(("http://", "https://")):
@@ -136,7 +140,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
         """Lightning's MLflow client; the first access also marks the experiment as a model-development one
         (:data:`EXPERIMENT_KIND_TAG`), unless it already says what it is, so the MLflow UI opens on its runs."""
         client = super().experiment
-        if not self._kind_checked and self._experiment_id is not None:
+        if not self._kind_checked and self._experiment_id is not None and rank_zero_only.rank == 0:
             self._kind_checked = True
             self._guard("set_experiment_tag", self._tag_experiment_kind, client)
         return client
@@ -197,17 +201,34 @@ class MLFlowLogger(_LightningMLFlowLogger):
         ``run.json``. An attached run (resumed) also learns which (metric, step) pairs it already has. On DDP ranks
         other than 0 nothing: the run, its store record and its local folder are rank 0's."""
         if rank_zero_only.rank != 0:
+            self._adopt_launcher_run()
             return
         try:
             _ = self.experiment, self.run_id
         except Exception as err:  # mlflow raises many types here
             raise TrackingError(f"cannot create an MLflow run in {self.tracking_uri}: {err}") from err
+        self._hand_over_to_launched_ranks()
         self._local = LocalRunRecord(self.run_dir)
         self._guard_local(self._local.update, run_id=self.run_id, run_name=self._run_name,
                           experiment_name=self.experiment_name, experiment_id=self.experiment_id,
                           tracking_uri=self.tracking_uri, status="RUNNING")
         if self._requested_run_id is not None and self.log_once:
             self._logged_before = (self._local.logged_metric_steps(), self._store_metric_steps())
+
+    def _adopt_launcher_run(self) -> None:
+        """On a rank that Lightning's ``ddp`` launcher started: take rank 0's experiment and run ids (handed over
+        in the environment, :data:`LAUNCHED_RUN_ENV`), so that what Lightning derives from them on every rank without
+        a broadcast (``fit --ckpt_path last`` looks for ``<local_dir>/<experiment id>/<run id>/checkpoints/last.ckpt``
+        on each rank) names rank 0's run. Without it rank 1 found no checkpoint, started from step 0, and the ranks
+        hung in mismatched collectives. Accepted only from this process's parent (never a stale value)."""
+        handed = os.environ.get(LAUNCHED_RUN_ENV, "").split(":")
+        if len(handed) == 3 and handed[0] == str(os.getppid()):
+            self._experiment_id, self._run_id = handed[1], handed[2]
+
+    def _hand_over_to_launched_ranks(self) -> None:
+        """Rank 0: the run's ids for the ranks Lightning's launcher starts from this process (they inherit its
+        environment); see :meth:`_adopt_launcher_run`."""
+        os.environ[LAUNCHED_RUN_ENV] = f"{os.getpid()}:{self.experiment_id}:{self.run_id}"
 
     def _store_metric_steps(self) -> set[tuple[str, int]]:
         seen: set[tuple[str, int]] = set()
