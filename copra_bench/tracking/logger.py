@@ -65,9 +65,7 @@ class _StoreErrorsToGuard(logging.Filter):
 logging.getLogger("mlflow.store.db.utils").addFilter(_StoreErrorsToGuard())
 
 
-#: ``<pid>:<experiment id>:<run id>`` of the run rank 0 (process ``pid``) logs into, for the DDP ranks it launches.
-LAUNCHED_RUN_ENV = "COPRA_DDP_RUN"
-
+LAUNCHED_RUN_ENV = "COPRA_DDP_RUN"  # "<rank 0's pid>:<experiment id>:<run id>", for the DDP ranks it launches
 
 def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
     """Fail fast with a clear message if ``uri`` cannot be used as an MLflow tracking store."""
@@ -216,18 +214,13 @@ class MLFlowLogger(_LightningMLFlowLogger):
             self._logged_before = (self._local.logged_metric_steps(), self._store_metric_steps())
 
     def _adopt_launcher_run(self) -> None:
-        """On a rank that Lightning's ``ddp`` launcher started: take rank 0's experiment and run ids (handed over
-        in the environment, :data:`LAUNCHED_RUN_ENV`), so that what Lightning derives from them on every rank without
-        a broadcast (``fit --ckpt_path last`` looks for ``<local_dir>/<experiment id>/<run id>/checkpoints/last.ckpt``
-        on each rank) names rank 0's run. Without it rank 1 found no checkpoint, started from step 0, and the ranks
-        hung in mismatched collectives. Accepted only from this process's parent (never a stale value)."""
+        """A rank started by Lightning's ``ddp`` launcher takes rank 0's experiment and run ids (from its parent only,
+        :data:`LAUNCHED_RUN_ENV`): Lightning derives ``last.ckpt``'s folder from them on every rank, unbroadcast."""
         handed = os.environ.get(LAUNCHED_RUN_ENV, "").split(":")
         if len(handed) == 3 and handed[0] == str(os.getppid()):
             self._experiment_id, self._run_id = handed[1], handed[2]
 
-    def _hand_over_to_launched_ranks(self) -> None:
-        """Rank 0: the run's ids for the ranks Lightning's launcher starts from this process (they inherit its
-        environment); see :meth:`_adopt_launcher_run`."""
+    def _hand_over_to_launched_ranks(self) -> None:  # they inherit this process's environment
         os.environ[LAUNCHED_RUN_ENV] = f"{os.getpid()}:{self.experiment_id}:{self.run_id}"
 
     def _store_metric_steps(self) -> set[tuple[str, int]]:
