@@ -30,6 +30,10 @@ __all__ = ["BenchModule", "TestSetResult"]
 # Checkpoints leave the frozen backbone out on purpose and on_load_checkpoint refuses one that lacks a trained
 # tensor, so Lightning's warning listing every frozen key on load says nothing useful.
 warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in the checkpoint")
+#: The epoch-level metrics a module logs are the same on every rank already (test: evaluated on rank 0 and broadcast;
+#: validation: computed over every rank's clips), so Lightning's advice to reduce them with sync_dist does not apply.
+_BROADCAST_LOG = r"It is recommended to use `self.log\('(test|val)/.*sync_dist=True"
+warnings.filterwarnings("ignore", message=_BROADCAST_LOG)
 
 
 #: Batch entries only the VLM's processor reads (uint8 frames): they stay on the CPU (see transfer_batch_to_device).
@@ -168,7 +172,7 @@ class BenchModule(L.LightningModule, abc.ABC):
     def on_validation_epoch_end(self) -> None:
         auc = self.evaluator.validation_auc()
         if auc is not None:
-            self.log("val/video_auc", auc, rank_zero_only=True)
+            self.log("val/video_auc", auc, sync_dist=False)  # every rank computed it over every rank's clips
 
     # --------------------------------------------------------------------------------------------- test and predict
     def _collect(self, batch: dict, dataloader_idx: int) -> ScoreOutput:
@@ -185,11 +189,10 @@ class BenchModule(L.LightningModule, abc.ABC):
     def on_test_epoch_end(self) -> None:
         outcome = self.evaluator.evaluate(self.trainer.datamodule)
         outcome.protocol.update(self.input_protocol())
-        for result in outcome.results.values():
-            # Every rank holds the same gathered numbers; sync_dist (a mean of equal values, exact) keeps Lightning
-            # from warning about unsynchronised epoch-level metrics under DDP.
-            for key, value in result.evaluation.mlflow_metrics().items():
-                self.log(key, value, sync_dist=True)
+        # Rank 0 evaluated and broadcast the values: every rank logs the very same numbers, unreduced (a sync_dist
+        # mean of N equal float32 values is not always the value; see _BROADCAST_LOG for the warning).
+        for key, value in outcome.metrics.items():
+            self.log(key, value, sync_dist=False)
 
     def on_test_end(self) -> None:
         # After the epoch's metrics reached the loggers: save what succeeded, then raise for the failed sets.

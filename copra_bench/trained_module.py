@@ -210,13 +210,23 @@ class TrainedModule(BenchModule):
         return ", ".join(records[i].name if i < len(records) else str(i) for i in indices)
 
     def log_step(self, stats: dict[str, Any] | Iterable[tuple[str, Any]], batch: dict) -> None:
-        """Log finite scalar ``stats`` as ``train/<key>`` per step, with the current learning rate."""
+        """Log finite scalar ``stats`` as ``train/<key>`` per step, with the current learning rate. Under DDP each
+        value is the mean over the ranks (every rank's batch has the same size: that of one process's batch), so the
+        logged step is the global batch's, as one process with the ranks' batches together logs it."""
         batch_size = len(batch["label"])
         items = stats.items() if isinstance(stats, dict) else stats
+        scalars: dict[str, float] = {}
         for key, value in items:
             if isinstance(value, torch.Tensor):
                 value = value.detach().float().item() if value.numel() == 1 else None
-            if isinstance(value, (int, float)) and math.isfinite(float(value)):
-                self.log(f"train/{key}", float(value), batch_size=batch_size, on_step=True, on_epoch=False)
+            if isinstance(value, (int, float)):
+                scalars[key] = float(value)
+        if scalars and self.trainer.world_size > 1:  # the same keys on every rank: one all-reduce per step
+            values = self.trainer.strategy.reduce(torch.tensor(list(scalars.values()), dtype=torch.float64,
+                                                               device=self.device), reduce_op="mean")
+            scalars = dict(zip(scalars, values.tolist(), strict=True))
+        for key, value in scalars.items():
+            if math.isfinite(value):
+                self.log(f"train/{key}", value, batch_size=batch_size, on_step=True, on_epoch=False)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch_size, on_step=True,
                  on_epoch=False)

@@ -18,10 +18,11 @@ import numpy as np
 from torch.utils.data import DataLoader, default_collate
 
 from copra_bench.datamodules.datasets import (
-    CONDITIONING_UNITS, TRAIN_REGIMES, ClipDataset, ConditioningUnit, EpochShuffle, ResumableLoader, SkipLedger,
-    TrainRegime, WindowDataset,
+    CONDITIONING_UNITS, TRAIN_REGIMES, ClipDataset, ConditioningUnit, EpochShuffle, RankShard, ResumableLoader,
+    SkipLedger, TrainRegime, WindowDataset,
 )
 from copra_bench.datamodules.records import DataRecords, VideoRecord
+from copra_bench.datamodules.samplers import ddp_rank_and_world
 from copra_bench.datamodules.video_io import probe_video
 from copra_bench.errors import DataError, VideoDecodeError
 from copra_bench.windows import WindowSpec
@@ -269,9 +270,10 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
 
     def train_dataloader(self) -> DataLoader:
         clips = self._clips(self.train_records, train=True)
-        loader = ResumableLoader(clips, batch_size=self.batch_size, sampler=EpochShuffle(len(clips), seed=self.seed),
-                                 num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                                 collate_fn=self.collate)
+        # under DDP, batch_size per rank: the global batch of N ranks is that of one process with N x batch_size
+        sampler = EpochShuffle(len(clips), seed=self.seed, batch_size=self.batch_size)
+        loader = ResumableLoader(clips, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                                 persistent_workers=self.num_workers > 0, collate_fn=self.collate)
         loader.progress = self._batches_done
         return loader
 
@@ -284,8 +286,15 @@ class VADDataModule(L.LightningDataModule, abc.ABC):
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_records:
             return []
+        world = ddp_rank_and_world()[1]
+        if len(self.val_records) < world:  # a rank without a batch leaves the others waiting in DDP's forward
+            raise DataError(f"{self.name}: {len(self.val_records)} validation clips for {world} DDP ranks; every rank "
+                            "needs one (clips are never repeated). Raise data.init_args.val_fraction, use fewer "
+                            "devices, or set val_fraction: 0 (no validation).")
+        # every clip on exactly one rank, unpadded (Lightning's DistributedSampler would repeat some)
         return DataLoader(self._clips(self.val_records, train=False), batch_size=self.batch_size,
-                          num_workers=self.num_workers, collate_fn=self.collate)
+                          sampler=RankShard(len(self.val_records)), num_workers=self.num_workers,
+                          collate_fn=self.collate)
 
     def test_dataloader(self) -> list[DataLoader]:
         self._skip_ledger = SkipLedger() if self.on_bad_video == "skip" else None

@@ -6,18 +6,31 @@ import atexit
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
-
 from copra_bench.datamodules.records import VideoRecord
+from copra_bench.datamodules.samplers import (
+    EpochShuffle,
+    RankShard,
+    ResumableLoader,
+    ddp_rank_and_world,
+)
+from copra_bench.datamodules.sharding import deal_videos
 from copra_bench.datamodules.video_io import iter_windows, read_frames_seeking
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
 from copra_bench.errors import VideoDecodeError
-from copra_bench.windows import WindowSpec, half_window, uniform_indices, window_frame_indices, num_windows
+from copra_bench.windows import (
+    WindowSpec,
+    half_window,
+    num_windows,
+    uniform_indices,
+    window_frame_indices,
+)
 
 TrainRegime = Literal["sparse", "dense", "chunked"]
 TRAIN_REGIMES = ("sparse", "dense", "chunked")
@@ -97,14 +110,11 @@ class ClipDataset(Dataset):
                 "frame_indices": torch.from_numpy(indices)}
 
 
-def _shard() -> tuple[int, int]:
-    """(this reader's index, number of readers) over DDP ranks x DataLoader workers."""
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+def _shard() -> tuple[int, int, int, int]:
+    """(DDP rank, world size, DataLoader worker, workers) of this reader."""
     info = get_worker_info()
     workers, worker = (info.num_workers, info.id) if info else (1, 0)
-    return rank * workers + worker, world * workers
+    return (*ddp_rank_and_world(), worker, workers)
 
 
 class SkipLedger:
@@ -138,8 +148,10 @@ def decode_failure(path: Path, err: VideoDecodeError) -> str:
 class WindowDataset(IterableDataset):
     """Every dense test window of every video, each video decoded once per pass.
 
-    Videos are dealt round-robin to DDP ranks and DataLoader workers, so each window is read by exactly one reader
-    (no DistributedSampler padding: no duplicated or dropped windows). Items carry the video and window index;
+    Videos are dealt to DDP ranks, then to each rank's DataLoader workers, longest first by window count
+    (:func:`~copra_bench.datamodules.sharding.deal_videos`: the slowest rank within a few percent of the mean on the
+    real test sets), so each window is read by exactly one reader (no DistributedSampler padding: no duplicated or
+    dropped windows). Items carry the video and window index;
     the module puts the scores back together per video.
 
     Conditioning (``unit`` ``chunk`` or ``video``, for methods that adapt per unit of time such as COPRA): each item
@@ -175,22 +187,26 @@ class WindowDataset(IterableDataset):
     # No __len__ on purpose: with several workers each one ends on a partial batch, so a length-derived batch count
     # (which Lightning uses to stop the loop) is too small and the last windows would be silently dropped.
 
+    def window_counts(self) -> list[int]:
+        """Windows of each video, in record order (the weights the videos are dealt by)."""
+        return [num_windows(r.num_frames, stride=self.spec.stride) for r in self.records]
+
     def num_windows(self) -> int:
         """Windows of all videos (over all readers)."""
-        return sum(num_windows(r.num_frames, stride=self.spec.stride) for r in self.records)
+        return sum(self.window_counts())
+
+    def videos_of(self, *, rank: int, world_size: int, worker: int, num_workers: int) -> list[int]:
+        """The videos one reader decodes (``num_workers`` 0 or 1: the rank's only reader)."""
+        return deal_videos(window_counts=self.window_counts(), world_size=world_size,
+                           num_workers=num_workers)[rank][worker]
 
     def num_batches(self, batch_size: int, *, num_workers: int = 0, rank: int = 0, world_size: int = 1) -> int:
         """Batches one DDP rank's DataLoader yields in a pass, for progress bars (Lightning is not told a length, see
         above): the videos are dealt to the readers as in :meth:`__iter__`, and each reader (a worker, or the main
         process with ``num_workers=0``) ends on its own partial batch."""
-        workers = max(1, num_workers)
-        readers = world_size * workers
-        total = 0
-        for reader in range(rank * workers, (rank + 1) * workers):
-            windows = sum(num_windows(self.records[i].num_frames, stride=self.spec.stride)
-                          for i in range(reader, len(self.records), readers))
-            total += -(-windows // batch_size)
-        return total
+        counts = self.window_counts()
+        readers = deal_videos(window_counts=counts, world_size=world_size, num_workers=num_workers)[rank]
+        return sum(-(-sum(counts[i] for i in videos) // batch_size) for videos in readers)
 
     def condition_units(self, record: VideoRecord) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """Per window, the key of its conditioning unit; per key, the K frame indices of that unit."""
@@ -211,8 +227,8 @@ class WindowDataset(IterableDataset):
         return keys, {j: torch.from_numpy(frames[i * k:(i + 1) * k].copy()) for i, j in enumerate(order)}
 
     def __iter__(self) -> Iterator[dict]:
-        reader, readers = _shard()
-        for index in range(reader, len(self.records), readers):
+        rank, world, worker, workers = _shard()
+        for index in self.videos_of(rank=rank, world_size=world, worker=worker, num_workers=workers):
             try:
                 yield from self._items(index)
             except VideoDecodeError as err:
@@ -241,46 +257,4 @@ class WindowDataset(IterableDataset):
             yield item
 
 
-class EpochShuffle(Sampler[tuple[int, int]]):
-    """A random order of ``n`` items that depends only on ``(seed, epoch)`` (Lightning calls ``set_epoch``), so a
-    resumed run sees the very order the interrupted one saw; ``skip`` leaves out the first items of the next pass.
-    Each item is ``(index, clip key)``: :class:`ClipDataset` seeds the item's frame jitter with the key."""
-
-    def __init__(self, n: int, *, seed: int) -> None:
-        self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
-        self.skip_epoch = 0  # the epoch ``skip`` belongs to: a resumed run restores it before Lightning's set_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        skip, self.skip = (self.skip if self.epoch == self.skip_epoch else 0), 0
-        # each item's clip key: (global seed, partition seed, epoch, index); torch.initial_seed() here, in the main
-        # process, is seed_everything's seed (inside a worker it would be the worker's)
-        keys = torch.Generator().manual_seed(
-            (torch.initial_seed() * 1_000_003 + self.seed * 100_003 + self.epoch) % 2**63)
-        draws = torch.randint(0, 2**62, (self.n,), generator=keys).tolist()
-        return iter([(i, draws[i]) for i in order[skip:].tolist()])
-
-
-class ResumableLoader(DataLoader):
-    """Training loader whose position survives a checkpoint: ``fit --ckpt_path last`` in the middle of an epoch
-    continues with the clips the interrupted run had not trained on (Lightning saves ``state_dict`` with the
-    checkpoint). ``progress`` returns the batches of the current epoch already trained on."""
-
-    progress: Callable[[], int] | None = None
-
-    def state_dict(self) -> dict[str, int]:
-        sampler = self.sampler
-        done = self.progress() if self.progress is not None else 0
-        return {"epoch": int(getattr(sampler, "epoch", 0)), "batches_done": int(done)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        sampler = self.sampler
-        if isinstance(sampler, EpochShuffle):  # restored before Lightning sets the epoch: the skip names its epoch
-            sampler.skip_epoch = int(state.get("epoch", 0))
-            sampler.skip = int(state.get("batches_done", 0)) * int(self.batch_size or 1)
+__all__ = ["ClipDataset", "EpochShuffle", "RankShard", "ResumableLoader", "SkipLedger", "WindowDataset"]

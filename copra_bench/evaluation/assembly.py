@@ -2,7 +2,7 @@
 
 Test windows arrive in batches mixing videos, from several DataLoader workers and DDP ranks. A
 :class:`WindowScoreCollector` (a torchmetrics ``Metric``) keeps every ``(video, window) -> score`` it sees, gathers
-across ranks, and assembles each video's window scores in order, refusing missing or duplicated windows and non-finite scores, then spreads
+them to rank 0 (:meth:`WindowScoreCollector.gathered`), and assembles each video's window scores in order, refusing missing or duplicated windows and non-finite scores, then spreads
 them to frames with :func:`~copra_bench.windows.window_to_frame_scores`.
 """
 
@@ -17,6 +17,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from copra_bench.errors import EvaluationError
+from copra_bench.evaluation.ranks import gather_to_zero
 from copra_bench.windows import num_windows, window_to_frame_scores
 
 
@@ -37,16 +38,17 @@ class VideoScores:
 class WindowScoreCollector(Metric):
     """Collects per-window scores (and optionally features) of one test set.
 
-    The states are torchmetrics "cat" lists, so :meth:`compute` gathers every DDP rank's windows (torchmetrics pads
-    the ranks' unequal counts) and returns them as numpy arrays in rank order; :meth:`assemble` checks them and
-    builds the videos. Each state starts with one empty tensor of its dtype, so a rank that saw no window still
+    The states are "cat" lists; :meth:`compute` returns this rank's windows as numpy arrays, and :meth:`gathered`
+    every rank's, in rank order, on rank 0 only (torchmetrics' own sync, an all-gather, would copy every score and
+    feature of the test set to every rank, all of which but one would then throw them away); :meth:`assemble` checks
+    them and builds the videos. Each state starts with one empty tensor of its dtype, so a rank that saw no window still
     gathers tensors of the right dtype. Features are kept flat (their width follows from the window count).
     """
 
     full_state_update = False
 
     def __init__(self, test_set, *, keep_features: bool = True) -> None:
-        super().__init__(compute_with_cache=False)
+        super().__init__(compute_with_cache=False, sync_on_compute=False)  # gathered to rank 0 by gathered()
         self.test_set = test_set
         self.keep_features = keep_features
         for key, dtype in (("video_index", torch.int64), ("window_index", torch.int64), ("scores", torch.float32),
@@ -68,9 +70,8 @@ class WindowScoreCollector(Metric):
         self.update(video_index, window_index, scores, features)
 
     def compute(self) -> dict[str, np.ndarray]:
-        """Every rank's windows, concatenated: ``video_index``, ``window_index``, ``scores`` (float64) and
-        ``features`` (``[N, D]`` float16, or None when none were kept)."""
-        # a list on one process, one tensor once synced
+        """This rank's windows: ``video_index``, ``window_index``, ``scores`` (float64) and ``features`` (``[N, D]``
+        float16, or None when none were kept)."""
         out = {key: dim_zero_cat(getattr(self, key)).cpu().numpy()
                for key in ("video_index", "window_index", "scores", "features")}
         out["scores"] = out["scores"].astype(np.float64)
@@ -78,8 +79,20 @@ class WindowScoreCollector(Metric):
         out["features"] = out["features"].reshape(count, -1) if (count and out["features"].size) else None
         return out
 
+    def gathered(self) -> dict[str, np.ndarray] | None:
+        """Every DDP rank's windows concatenated in rank order, on rank 0 (None on the others; every rank must call
+        it). One process: :meth:`compute`."""
+        parts = gather_to_zero(self.compute())
+        if parts is None:
+            return None
+        out = {key: np.concatenate([part[key] for part in parts]) for key in ("video_index", "window_index", "scores")}
+        features = [part["features"] for part in parts if part["features"] is not None]
+        out["features"] = np.concatenate(features) if features else None
+        return out
+
     def assemble(self) -> list[VideoScores]:
-        """Per-video scores in test-set order; raises if any window is missing, duplicated or not finite."""
+        """Per-video scores in test-set order (every rank's windows: call it on one process, or see
+        :meth:`gathered`); raises if any window is missing, duplicated or not finite."""
         return assemble_windows(self.test_set, **self.compute())
 
 

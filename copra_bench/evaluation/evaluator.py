@@ -4,8 +4,13 @@ It is the one place test, predict and validation numbers are made: it collects w
 (:class:`~copra_bench.evaluation.assembly.WindowScoreCollector`), assembles frames, runs the protocol of each set
 (:func:`~copra_bench.evaluation.protocol.evaluate_test_set`) and returns the results and the per-set errors as a
 :class:`TestOutcome`. :meth:`Evaluator.publish_test` hands that value to the run's :class:`ResultSink` callbacks
-(they save what succeeded) and then raises for the failed sets, in that order, in one function. Distributed
-gathering is torchmetrics' (``cat`` states synced in ``compute``).
+(they save what succeeded) and then raises for the failed sets, in that order, in one function.
+
+Under DDP a test pass's windows are gathered to rank 0 only, which assembles, evaluates (bootstrap included) and
+writes; it then broadcasts what every rank must agree on (:attr:`TestOutcome.metrics`, the logged values, and the
+errors), so ``trainer.callback_metrics`` and the exception raised for a failed set are the same on every rank, and
+no rank but 0 spends the evaluation's time or memory. Validation clips are few: their AUC is all-gathered
+(torchmetrics) and computed on every rank.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from copra_bench.evaluation.assembly import (
     assemble_windows,
 )
 from copra_bench.evaluation.metrics import video_auc
-from copra_bench.evaluation.recipes import resolve_protocol
 from copra_bench.evaluation.protocol import (
     CLASS_AUC_CONVENTION,
     EvaluationSettings,
@@ -38,6 +42,8 @@ from copra_bench.evaluation.protocol import (
     evaluate_test_set,
     protocol_params,
 )
+from copra_bench.evaluation.ranks import broadcast_from_zero, gather_to_zero, rank
+from copra_bench.evaluation.recipes import resolve_protocol
 
 
 @dataclass
@@ -64,10 +70,12 @@ class TestSetResult:
 @dataclass
 class TestOutcome:
     """The result of one test pass: the sets that were evaluated, the errors of those that failed, and what the
-    run records with them (``protocol.*`` params, ``conventions``)."""
+    run records with them (``protocol.*`` params, ``conventions``). Under DDP ``results``, ``protocol`` and
+    ``conventions`` are on rank 0 only; ``metrics`` (every set's logged values, flat) and ``errors`` on every rank."""
 
     results: dict[str, TestSetResult] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
     conventions: dict[str, str] = field(default_factory=dict)
 
@@ -114,36 +122,34 @@ class VideoAUCMetric(Metric):
 
 
 def _state_device(device: torch.device) -> torch.device:
-    """Where the metric states live: the module's device only when NCCL gathers them (it gathers CUDA tensors
-    only); else the CPU, so a long test pass keeps no scores or features in accelerator memory."""
+    """Where the validation metric's states live: the module's device only when NCCL gathers them (it gathers CUDA
+    tensors only); else the CPU. (Test collectors are always on the CPU: rank 0 gathers them as objects.)"""
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     return device if distributed and torch.distributed.get_backend() == "nccl" else torch.device("cpu")
 
 
-def decode_failures(datamodule: Any) -> dict[str, dict[int, str]]:
+def decode_failures(datamodule: Any) -> dict[str, dict[int, str]] | None:
     """The test videos the DataModule's loaders skipped while decoding (``{test set: {video index: problem}}``),
-    over every DDP rank (every rank must call this under DDP)."""
-    failures = getattr(datamodule, "decode_failures", dict)()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        gathered: list[Any] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(gathered, failures)
-        failures = {}
-        for part in gathered:
-            for name, videos in (part or {}).items():
-                failures.setdefault(name, {}).update(videos)
+    over every DDP rank, on rank 0 (None on the others; every rank must call this under DDP)."""
+    parts = gather_to_zero(getattr(datamodule, "decode_failures", dict)())
+    if parts is None:
+        return None
+    failures: dict[str, dict[int, str]] = {}
+    for part in parts:
+        for name, videos in (part or {}).items():
+            failures.setdefault(name, {}).update(videos)
     return failures
 
 
-def assemble_without(collector: WindowScoreCollector, skipped: dict[int, str]) -> list[VideoScores]:
-    """The collector's videos, leaving out those in ``skipped`` (video index -> problem) and whatever windows of
-    them were scored before their decoding failed."""
+def assemble_without(test_set: Any, data: dict[str, Any], skipped: dict[int, str]) -> list[VideoScores]:
+    """The videos of ``test_set`` from its windows ``data`` (:meth:`WindowScoreCollector.gathered`), leaving out
+    those in ``skipped`` (video index -> problem) and whatever windows of them were scored before their decoding
+    failed."""
     if not skipped:
-        return collector.assemble()
-    test_set = collector.test_set
+        return assemble_windows(test_set, **data)
     kept = [i for i in range(len(test_set.records)) if i not in skipped]
     new_index = np.full(len(test_set.records), -1, dtype=np.int64)
     new_index[kept] = np.arange(len(kept))
-    data = collector.compute()
     rows = new_index[data["video_index"]] >= 0
     subset = dataclasses.replace(test_set, records=[test_set.records[i] for i in kept])
     return assemble_windows(subset, video_index=new_index[data["video_index"][rows]],
@@ -189,9 +195,10 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------------ test and predict
     def start(self, test_sets: list, device: torch.device) -> None:
-        """One collector per test set, in test-dataloader order (``device``: the module's)."""
-        self._collectors = [WindowScoreCollector(ts, keep_features=self.keep_features).to(_state_device(device))
-                            for ts in test_sets]
+        """One collector per test set, in test-dataloader order (kept on the CPU whatever the module's ``device``)."""
+        # on the CPU always: they are gathered as objects (any backend), and a long pass keeps no scores or features
+        # in accelerator memory
+        self._collectors = [WindowScoreCollector(ts, keep_features=self.keep_features) for ts in test_sets]
 
     def add(self, dataloader_idx: int, video_index: torch.Tensor, window_index: torch.Tensor,
             scores: torch.Tensor, features: torch.Tensor | None = None) -> None:
@@ -200,10 +207,31 @@ class Evaluator:
 
     def evaluate(self, datamodule: Any = None) -> TestOutcome:
         """Evaluate every test set on its own: one that fails (missing windows, NaN scores) is recorded in
-        ``errors`` and the others are still evaluated. Kept as :attr:`outcome` until the next pass."""
-        outcome = TestOutcome()
+        ``errors`` and the others are still evaluated. Kept as :attr:`outcome` until the next pass. Under DDP every
+        rank must call it: rank 0 evaluates, the others receive its ``metrics`` and ``errors``."""
         failures = decode_failures(datamodule)
-        for collector in self._collectors:
+        windows = [collector.gathered() for collector in self._collectors]
+        outcome, crash = TestOutcome(), None
+        if rank() == 0:
+            try:
+                outcome = self._evaluate_gathered(windows, failures or {}, datamodule)
+            except Exception as err:  # noqa: BLE001  (told to the other ranks, then raised: else they wait forever)
+                crash = err
+        shared = broadcast_from_zero({"metrics": outcome.metrics, "errors": outcome.errors,
+                                      "crash": None if crash is None else f"{type(crash).__name__}: {crash}"})
+        self._collectors = []
+        if crash is not None:
+            raise crash
+        if shared["crash"] is not None:
+            raise EvaluationError(f"the evaluation on rank 0 failed: {shared['crash']}")
+        outcome.metrics, outcome.errors = shared["metrics"], shared["errors"]
+        self.outcome = outcome
+        return outcome
+
+    def _evaluate_gathered(self, windows: list[dict[str, Any] | None], failures: dict[str, dict[int, str]],
+                           datamodule: Any) -> TestOutcome:
+        outcome = TestOutcome()
+        for collector, data in zip(self._collectors, windows, strict=True):
             test_set = collector.test_set
             stride = test_set.window_spec.stride
             skipped = failures.get(test_set.name, {})
@@ -212,7 +240,7 @@ class Evaluator:
                               f"while decoding (on_bad_video: skip) and are left out of its metrics, e.g. "
                               f"{next(iter(skipped.values()))}", stacklevel=2)
             try:
-                videos = assemble_without(collector, skipped)
+                videos = assemble_without(test_set, data, skipped)
                 evaluation = evaluate_test_set(test_set.name, videos, stride, self.settings, family=test_set.family)
             except EvaluationError as err:
                 outcome.errors[test_set.name] = str(err)
@@ -223,20 +251,22 @@ class Evaluator:
                                       "in skipped_videos.txt")
             outcome.results[test_set.name] = TestSetResult(test_set.name, evaluation, videos, stride,
                                                            test_set.family, [skipped[i] for i in sorted(skipped)])
+            outcome.metrics.update(evaluation.mlflow_metrics())
         outcome.protocol = protocol_params([r.evaluation for r in outcome.results.values()], self.settings,
                                            datamodule)
         families = datamodule.test_set_families() if datamodule is not None else {}
         outcome.conventions = self.conventions(families)
-        self._collectors = []
-        self.outcome = outcome
         return outcome
 
     def assemble(self, datamodule: Any = None) -> dict[str, list[VideoScores]]:
         """Per-video scores of every test set of a predict pass (raises on missing or duplicated windows), without
-        the videos the DataModule's loaders skipped while decoding."""
+        the videos the DataModule's loaders skipped while decoding; on rank 0 under DDP (empty on the others, which
+        save nothing), where every rank must call it."""
         failures = decode_failures(datamodule)
-        self.predictions = {c.test_set.name: assemble_without(c, failures.get(c.test_set.name, {}))
-                            for c in self._collectors}
+        windows = [collector.gathered() for collector in self._collectors]
+        self.predictions = {} if failures is None else {
+            c.test_set.name: assemble_without(c.test_set, data, failures.get(c.test_set.name, {}))
+            for c, data in zip(self._collectors, windows, strict=True)}
         self._collectors = []
         return self.predictions
 

@@ -9,11 +9,19 @@
 * when training ends it writes ``last.ckpt`` with the final weights and loop state, so ``fit --ckpt_path last`` on a
   run whose test did not finish tests that model without training again;
 * on any exception it puts the reason on the logger: the run's ``end_reason`` tag next to its FAILED / KILLED status.
+
+Under DDP it also takes SIGTERM back from Lightning once Lightning has installed its handler (each stage's start):
+Lightning's handler (2.6, ``_SignalConnector._sigterm_notifier_fn``) broadcasts from rank 0 *inside the handler*, a
+collective at whatever point the signal lands, mismatched with the collective the other rank is in (a gradient
+all-reduce): on gloo rank 1 died with "Connection closed by peer" and rank 0 stopped without ``last.ckpt``. Here the
+handler only records the stop and forwards the signal to the ranks this process launched (what Lightning's does
+first); the ranks then agree on it in the all-reduce after each training step, a point every rank reaches.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,34 @@ class RunLifecycle(L.Callback):
 
     def __init__(self) -> None:
         self._stopping: str | None = None  # where the run stopped, once last.ckpt is written
+
+    @staticmethod
+    def _take_sigterm_back(trainer: L.Trainer) -> None:
+        """Under DDP, replace Lightning's SIGTERM handler (installed just before each stage runs) by one that
+        records the stop and forwards the signal to the launched ranks, without a collective (module docstring)."""
+        if trainer.world_size <= 1 or threading.current_thread() is not threading.main_thread():
+            return
+
+        def record_and_forward(signum: int, frame: Any) -> None:
+            first = not STOP.requested
+            STOP.handle(signum, frame)
+            launcher = trainer.strategy.launcher
+            if first and launcher is not None:
+                launcher.kill(signum)  # the ranks this process started (none on the others)
+
+        signal.signal(signal.SIGTERM, record_and_forward)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_sigterm_back(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_sigterm_back(trainer)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_sigterm_back(trainer)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_sigterm_back(trainer)
 
     def _save_last(self, trainer: L.Trainer) -> Path | None:
         path = last_checkpoint_path(trainer)

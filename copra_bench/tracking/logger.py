@@ -65,6 +65,8 @@ class _StoreErrorsToGuard(logging.Filter):
 logging.getLogger("mlflow.store.db.utils").addFilter(_StoreErrorsToGuard())
 
 
+LAUNCHED_RUN_ENV = "COPRA_DDP_RUN"  # "<rank 0's pid>:<experiment id>:<run id>", for the DDP ranks it launches
+
 def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
     """Fail fast with a clear message if ``uri`` cannot be used as an MLflow tracking store."""
     if uri.startswith(("http://", "https://")):
@@ -136,7 +138,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
         """Lightning's MLflow client; the first access also marks the experiment as a model-development one
         (:data:`EXPERIMENT_KIND_TAG`), unless it already says what it is, so the MLflow UI opens on its runs."""
         client = super().experiment
-        if not self._kind_checked and self._experiment_id is not None:
+        if not self._kind_checked and self._experiment_id is not None and rank_zero_only.rank == 0:
             self._kind_checked = True
             self._guard("set_experiment_tag", self._tag_experiment_kind, client)
         return client
@@ -186,24 +188,40 @@ class MLFlowLogger(_LightningMLFlowLogger):
 
     @property
     def run_dir(self) -> Path:
-        """Local folder of this run (created on first use)."""
+        """Local folder of this run (created on first use, by DDP rank 0 only: the others have no run)."""
         path = self.local_dir / str(self.experiment_id) / str(self.run_id)
-        path.mkdir(parents=True, exist_ok=True)
+        if rank_zero_only.rank == 0:
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     def start(self) -> None:
         """Create the run now, so a store that cannot be written fails before any work is done; write
-        ``run.json``. An attached run (resumed) also learns which (metric, step) pairs it already has."""
+        ``run.json``. An attached run (resumed) also learns which (metric, step) pairs it already has. On DDP ranks
+        other than 0 nothing: the run, its store record and its local folder are rank 0's."""
+        if rank_zero_only.rank != 0:
+            self._adopt_launcher_run()
+            return
         try:
             _ = self.experiment, self.run_id
         except Exception as err:  # mlflow raises many types here
             raise TrackingError(f"cannot create an MLflow run in {self.tracking_uri}: {err}") from err
+        self._hand_over_to_launched_ranks()
         self._local = LocalRunRecord(self.run_dir)
         self._guard_local(self._local.update, run_id=self.run_id, run_name=self._run_name,
                           experiment_name=self.experiment_name, experiment_id=self.experiment_id,
                           tracking_uri=self.tracking_uri, status="RUNNING")
         if self._requested_run_id is not None and self.log_once:
             self._logged_before = (self._local.logged_metric_steps(), self._store_metric_steps())
+
+    def _adopt_launcher_run(self) -> None:
+        """A rank started by Lightning's ``ddp`` launcher takes rank 0's experiment and run ids (from its parent only,
+        :data:`LAUNCHED_RUN_ENV`): Lightning derives ``last.ckpt``'s folder from them on every rank, unbroadcast."""
+        handed = os.environ.get(LAUNCHED_RUN_ENV, "").split(":")
+        if len(handed) == 3 and handed[0] == str(os.getppid()):
+            self._experiment_id, self._run_id = handed[1], handed[2]
+
+    def _hand_over_to_launched_ranks(self) -> None:  # they inherit this process's environment
+        os.environ[LAUNCHED_RUN_ENV] = f"{os.getpid()}:{self.experiment_id}:{self.run_id}"
 
     def _store_metric_steps(self) -> set[tuple[str, int]]:
         seen: set[tuple[str, int]] = set()
@@ -214,6 +232,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
             self._report(f"reading the metric history of run {self.run_id}", err)
         return seen
 
+    @rank_zero_only  # rank 0 owns the run: the other DDP ranks write nothing, locally or to the store
     def reopen(self) -> None:
         """Mark an attached run RUNNING again (a resumed KILLED / FAILED one), once this process owns it."""
         def reopen_run() -> None:
@@ -261,6 +280,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
         except OSError as err:  # the results themselves are written (and fail loudly) elsewhere
             warnings.warn(f"cannot update the local run record in {self.run_dir}: {err}", stacklevel=3)
 
+    @rank_zero_only
     def log_metrics(self, metrics, step=None) -> None:
         local, store = self._logged_before or (set(), set())
         fresh = {k: v for k, v in metrics.items() if (k, step) not in local}
@@ -272,9 +292,11 @@ class MLFlowLogger(_LightningMLFlowLogger):
         if upload:
             self._guard("log_metrics", super().log_metrics, upload, step)
 
+    @rank_zero_only
     def log_hyperparams(self, params) -> None:
         self._guard("log_hyperparams", super().log_hyperparams, params)
 
+    @rank_zero_only
     def log_params(self, params: dict[str, Any]) -> None:
         """Log flat params with MLflow's own length limit (Lightning's ``log_hyperparams`` cuts at 250)."""
         from mlflow.entities import Param
@@ -285,9 +307,11 @@ class MLFlowLogger(_LightningMLFlowLogger):
         for i in range(0, len(items), 100):
             self._guard("log_params", self.experiment.log_batch, run_id=self.run_id, params=items[i:i + 100])
 
+    @rank_zero_only
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._guard("log_artifact", self.experiment.log_artifact, self.run_id, str(path), artifact_path)
 
+    @rank_zero_only
     def set_tags(self, tags: dict[str, Any]) -> None:
         # The store first, then the local record: a tag seen in run.json is in the store too (unless the store is
         # down, which the guard reports), so a process killed in between never leaves the local copy ahead.

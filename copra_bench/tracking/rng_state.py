@@ -2,7 +2,7 @@
 
 A step draws from the process-wide generators: torch's CPU generator and every CUDA device's (GRPO's rollout
 sampling, dropout), numpy's and Python's ``random`` (any code a method calls). Training clips do not: their frame
-jitter is keyed on (seed, epoch, video) by the train sampler (``datamodules/datasets.py:EpochShuffle``), and the
+jitter is keyed on (seed, epoch, video) by the train sampler (``datamodules/samplers.py:EpochShuffle``), and the
 sampler's position is the train loader's own ``state_dict``.
 
 :class:`TrainingRNG` makes the generators' state at the start of each step a function of the training so far, never
@@ -14,8 +14,10 @@ of what ran around it, so that a run resumed from ``last.ckpt`` continues with t
   base seed when an epoch starts, a validation pass, a resumed process's start-up) does not leak into the next step.
 
 In a resumed process the snapshot comes from the checkpoint, so step ``N + 1`` starts from the state step ``N`` left.
-Under DDP each rank keeps its own snapshot; the checkpoint holds rank 0's (the ranks' rollouts then repeat rank 0's
-generator after a resume: same numbers on every resume, not those of the uninterrupted run).
+Under DDP each rank keeps its own snapshot, and the checkpoint (written by rank 0) holds every rank's: writing one
+gathers them (Lightning builds the checkpoint on every rank), and a resumed rank ``r`` puts back snapshot ``r``, so a
+DDP run resumed on as many ranks continues with every rank's very draws. Resumed on another number of ranks, each
+rank takes rank 0's (a resume that cannot repeat the interrupted draws; GRPO rollouts then differ from it).
 """
 
 from __future__ import annotations
@@ -80,8 +82,19 @@ class TrainingRNG(L.Callback):
         self._snapshot = capture()
 
     def state_dict(self) -> dict[str, Any]:
-        return {} if self._snapshot is None else {"generators": _plain(self._snapshot)}
+        if self._snapshot is None:
+            return {}
+        own = _plain(self._snapshot)
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return {"generators": own}
+        ranks: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(ranks, own)  # every rank builds the checkpoint, rank 0 writes it
+        return {"generators": ranks[0], "rank_generators": ranks}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         generators = state_dict.get("generators")
+        ranks = state_dict.get("rank_generators")
+        if ranks and torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and len(ranks) == torch.distributed.get_world_size():
+            generators = ranks[torch.distributed.get_rank()]
         self._snapshot = None if generators is None else _native(generators)
