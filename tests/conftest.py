@@ -83,3 +83,27 @@ def copy_synthetic_ucf(small_world: dict, dest: Path) -> Path:
     source.prepare_data()
     shutil.copytree(source.root, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store (every schema migration applied), made once per session. A test whose subject is
+    not a store's creation copies it (:func:`copy_empty_store`) where its first process opens the store: each fresh
+    store otherwise costs that process 2-4 s of migrations. Tests of concurrent creation keep a fresh one."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty_store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()  # creates the schema and the Default experiment
+    return path
+
+
+def copy_empty_store(empty_store: Path, dest: Path) -> Path:
+    """``dest`` (a ``mlflow.db`` path) made a copy of the :func:`empty_store`, through sqlite's backup API (a
+    consistent copy whatever connections the session still holds on the original)."""
+    import sqlite3
+
+    with sqlite3.connect(empty_store) as source, sqlite3.connect(dest) as target:
+        source.backup(target)
+    source.close()
+    target.close()
+    return dest

@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from copra_bench.cli import TOOLS, CopraCLI, load_tool, main
 from copra_bench.evaluation.assembly import load_scores
 
-from .conftest import REPO, SMALL_WORLD
+from .conftest import REPO, SMALL_WORLD, copy_empty_store
 
 CONFIGS = REPO / "configs"
 MAIN = str(CONFIGS / "cross_domain.yaml")
@@ -105,8 +105,9 @@ def test_fit_then_test_end_to_end_with_mlflow(tmp_path, monkeypatch, synth_cache
 
 
 @pytest.mark.slow
-def test_test_and_predict_subcommands(tmp_path, monkeypatch, synth_cache, capsys):
+def test_test_and_predict_subcommands(tmp_path, monkeypatch, synth_cache, empty_store, capsys):
     monkeypatch.chdir(tmp_path)
+    copy_empty_store(empty_store, tmp_path / "mlflow.db")  # created by the end-to-end test above
     data = _small_data_config(tmp_path, synth_cache)
     assert main(["test", "--config", MAIN, "--data", data, "--allow_untrained", "true"]) == 0
     out = capsys.readouterr().out  # not a terminal: plain progress lines with totals, then the results table
@@ -168,11 +169,12 @@ def test_data_synth_command(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_local_checkpoint_directory_gives_the_same_results(tmp_path, monkeypatch, synth_cache):
+def test_local_checkpoint_directory_gives_the_same_results(tmp_path, monkeypatch, synth_cache, empty_store):
     """A checkpoint is read from a local directory (as a real Qwen2-VL-7B would be), with identical scores."""
     from copra_bench.vlm import VLMBackbone
 
     monkeypatch.chdir(tmp_path)
+    copy_empty_store(empty_store, tmp_path / "mlflow.db")
     checkpoint = VLMBackbone.load("tiny-qwen2-vl").save_pretrained(tmp_path / "my-qwen2-vl")
     data = _small_data_config(tmp_path, synth_cache)
     results = []
@@ -203,7 +205,8 @@ def test_tools_are_imported_only_when_they_run(tmp_path):
         "        main(args)\n"
         "    except SystemExit:\n"
         "        pass\n"
-        f"print('LOADED', json.dumps([m for m in {modules!r} if m in sys.modules]))\n")
+        f"print('LOADED', json.dumps([m for m in {modules!r} if m in sys.modules]))\n"
+        "import gc; gc.freeze()\n")  # a quick exit, as python -m copra_bench's
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                           env=os.environ.copy(), timeout=300)
     assert done.returncode == 0, done.stderr

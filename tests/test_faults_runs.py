@@ -18,6 +18,7 @@ import yaml
 
 from copra_bench.tracking.run_lock import pid_alive
 
+from .conftest import copy_empty_store
 from .faults import (
     CLI,
     MAIN,
@@ -56,63 +57,75 @@ MlflowClient(value("--trainer.logger.init_args.tracking_uri")).log_metric(
 '''
 
 
+@pytest.fixture()
+def store(tmp_path, empty_store) -> Path:
+    """``tmp_path/mlflow.db``, the runs' store (the config's ``sqlite:///mlflow.db``), already created."""
+    return copy_empty_store(empty_store, tmp_path / "mlflow.db")
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, synth_cache):
+def reference(tmp_path_factory, synth_cache, empty_store):
     """An uninterrupted run: (its working directory, its run directory)."""
     cwd = tmp_path_factory.mktemp("reference")
+    copy_empty_store(empty_store, cwd / "mlflow.db")
     code, log = run([*CLI, *write_job(cwd, synth_cache)], cwd)
     assert code == 0, log[-3000:]
     return cwd, only_run_dir(cwd)
 
 
-@pytest.mark.parametrize("kill_at", ["checkpoint", "between_checkpoints"])
-def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, synth_cache, reference, kill_at):
-    """SIGKILL right after the first checkpoint (mid-epoch), or at step 5 (checkpoint 4 is the epoch boundary: step
-    4 is redone): ``fit --ckpt_path last`` continues the same MLflow run with the same per-step metrics, final weights
-    and test metrics as an uninterrupted run, and each step is logged once (locally and in MLflow)."""
-    argv = [*CLI, *write_job(tmp_path, synth_cache)]
-    process = start(argv, tmp_path)
-    if kill_at == "checkpoint":
-        wait_for(lambda: list(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt")), process, what="a checkpoint")
-    else:
-        wait_for(lambda: logged_steps(tmp_path) >= 5, process, what="step 5")
+def _kill_9(process, cwd: Path) -> tuple[str, int]:
+    """SIGKILL ``process``: the MLflow run is left RUNNING; (its id, the step its last.ckpt holds)."""
     assert kill(process) == -signal.SIGKILL
-    (run_id, status), = db_runs(tmp_path)
+    (run_id, status), = db_runs(cwd)
     assert status == "RUNNING", "a killed run is not finished"
-    checkpoint = only_run_dir(tmp_path) / "checkpoints" / "last.ckpt"
-    saved_at = torch.load(checkpoint, weights_only=False)["global_step"]
+    checkpoint = only_run_dir(cwd) / "checkpoints" / "last.ckpt"
+    return run_id, torch.load(checkpoint, weights_only=False)["global_step"]
 
-    code, log = run([*argv, "--ckpt_path", "last"], tmp_path, "resume")
+
+def _restored(cwd: Path, name: str) -> bool:
+    checkpoint = only_run_dir(cwd) / "checkpoints" / "last.ckpt"
+    log = cwd / f"{name}.log"
+    return log.is_file() and f"Restored all states from the checkpoint at {checkpoint}" in log.read_text()
+
+
+def test_kill_9_at_a_checkpoint_between_checkpoints_and_during_the_test_then_resume_equals_an_uninterrupted_run(
+        tmp_path, synth_cache, store, reference):
+    """One run SIGKILLed three times, each time continued with ``fit --ckpt_path last``: right after its first
+    checkpoint (mid-epoch); at step 5 (checkpoint 4 is the epoch boundary: step 4 is redone); after training, during
+    the test (RUNNING, tagged training=finished: the resume trains no step again and writes the test). Each resume
+    restores last.ckpt and continues the same MLflow run; at the end it is FINISHED with the same per-step metrics,
+    final weights and test metrics as an uninterrupted run, and each step is logged once (locally and in MLflow)."""
+    argv = [*CLI, *write_job(tmp_path, synth_cache)]
+    resume = [*argv, "--ckpt_path", "last"]
+    process = start(argv, tmp_path)
+    wait_for(lambda: list(tmp_path.glob("outputs/*/*/checkpoints/last.ckpt")), process, what="a checkpoint")
+    run_id, saved_at = _kill_9(process, tmp_path)
+    assert saved_at > 0
+
+    process = start(resume, tmp_path, "resume1")  # killed between checkpoints
+    wait_for(lambda: _restored(tmp_path, "resume1") and logged_steps(tmp_path) >= 5, process,
+             what="the restore, then step 5")
+    assert _kill_9(process, tmp_path)[0] == run_id
+
+    process = start(resume, tmp_path, "resume2")  # killed during the test
+    wait_for(lambda: run_json(only_run_dir(tmp_path)).get("tags", {}).get("training") == "finished", process,
+             what="the end of training")
+    assert _kill_9(process, tmp_path)[0] == run_id
+    assert _restored(tmp_path, "resume2"), (tmp_path / "resume2.log").read_text()[-3000:]
+    assert db_tags(tmp_path, run_id)["training"] == "finished"
+    assert not (only_run_dir(tmp_path) / "metrics.json").exists()
+    trained_lines = len(train_metrics_lines(tmp_path))
+
+    code, log = run(resume, tmp_path, "resume3")
     assert code == 0, log[-3000:]
-    assert saved_at > 0 and f"Restored all states from the checkpoint at {checkpoint}" in log
-    (resumed_id, status), = db_runs(tmp_path)
-    assert resumed_id == run_id and status == "FINISHED"
+    assert _restored(tmp_path, "resume3")
+    assert len(train_metrics_lines(tmp_path)) == trained_lines == MAX_STEPS, "no step is trained again"
+    assert db_runs(tmp_path) == [(run_id, "FINISHED")]
     assert db_repeated_steps(tmp_path, run_id) == []
     assert_same_run(only_run_dir(tmp_path), reference[1], tmp_path, reference[0])
 
 
-def test_kill_9_during_test_then_resume_tests_only(tmp_path, synth_cache, reference):
-    """SIGKILL after training, during the test: the run is not FINISHED (RUNNING, tagged training=finished);
-    ``fit --ckpt_path last`` trains no step again and writes the test, with the uninterrupted run's numbers."""
-    argv = [*CLI, *write_job(tmp_path, synth_cache)]
-    process = start(argv, tmp_path)
-    wait_for(lambda: list(tmp_path.glob("outputs/*/*/run.json"))
-             and run_json(only_run_dir(tmp_path)).get("tags", {}).get("training") == "finished", process,
-             what="the end of training")
-    assert kill(process) == -signal.SIGKILL
-    (run_id, status), = db_runs(tmp_path)
-    assert status == "RUNNING" and db_tags(tmp_path, run_id)["training"] == "finished"
-    assert not (only_run_dir(tmp_path) / "metrics.json").exists()
-    trained_lines = len(train_metrics_lines(tmp_path))
-
-    code, log = run([*argv, "--ckpt_path", "last"], tmp_path, "resume")
-    assert code == 0, log[-3000:]
-    assert len(train_metrics_lines(tmp_path)) == trained_lines == MAX_STEPS, "no step is trained again"
-    assert db_runs(tmp_path) == [(run_id, "FINISHED")]
-    assert_same_run(only_run_dir(tmp_path), reference[1], tmp_path, reference[0])
-
-
-def test_second_process_on_a_live_run_is_refused_and_sigterm_stops_at_a_checkpoint(tmp_path, synth_cache,
+def test_second_process_on_a_live_run_is_refused_and_sigterm_stops_at_a_checkpoint(tmp_path, synth_cache, store,
                                                                                     reference):
     """``fit --ckpt_path last`` while the same config trains: an error naming the PID and host, the live run
     untouched. SIGTERM to the training process: last.ckpt written at the step it stopped, run KILLED with the reason,
@@ -156,7 +169,7 @@ def _break_store(db, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["deleted", "read_only"])
-def test_a_store_lost_mid_run_costs_one_warning_and_nothing_else(tmp_path, synth_cache, reference, how):
+def test_a_store_lost_mid_run_costs_one_warning_and_nothing_else(tmp_path, synth_cache, store, reference, how):
     """The sqlite store deleted or made read-only at step 2: training and test go on, exit 0, one warning when it
     fails and one at the end (how to upload the local copy), no traceback; the local copy has the uninterrupted run's
     numbers and everything ``sync`` needs (run.json with status and tags, params.json, metrics.jsonl, results)."""
@@ -218,7 +231,7 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def test_sigterm_to_a_sweep_stops_its_children_and_reports_them_not_finished(tmp_path, synth_cache):
+def test_sigterm_to_a_sweep_stops_its_children_and_reports_them_not_finished(tmp_path, synth_cache, store):
     """SIGTERM to the sweep while its first run trains: the child gets SIGTERM, writes last.ckpt and ends KILLED
     (reason tagged), the second run never starts, the sweep says the run is not finished and exits 143."""
     sweep = start([*CLI, "sweep", "--config", _sweep_file(tmp_path, synth_cache)], tmp_path, "sweep")
@@ -250,7 +263,7 @@ def test_two_sweep_processes_on_one_file_run_each_point_once(tmp_path, synth_cac
     assert len({db_tags(tmp_path, run_id)["sweep.config_hash"] for run_id, _ in runs}) == 3
 
 
-def test_a_sweep_child_killed_by_sigkill_leaves_its_run_unfinished_and_no_orphan(tmp_path, synth_cache):
+def test_a_sweep_child_killed_by_sigkill_leaves_its_run_unfinished_and_no_orphan(tmp_path, synth_cache, store):
     """The sweep's child (a wrapper shell around the run, as a cluster launcher would be) is SIGKILLed: the sweep
     kills what was left in its process group (the run itself: no orphan goes on), marks the run KILLED with the
     reason, and exits 1."""
@@ -267,7 +280,7 @@ def test_a_sweep_child_killed_by_sigkill_leaves_its_run_unfinished_and_no_orphan
     assert status == "KILLED" and "killed by SIGKILL" in db_tags(tmp_path, run_id)["sweep.error"]
 
 
-def test_a_sweep_killed_by_sigkill_leaves_no_run_going_on(tmp_path, synth_cache):
+def test_a_sweep_killed_by_sigkill_leaves_no_run_going_on(tmp_path, synth_cache, store):
     """The sweep process itself SIGKILLed while its run trains: the run gets SIGTERM from the kernel
     (PR_SET_PDEATHSIG) and sees its parent gone, stops at the next safe point with last.ckpt and ends KILLED."""
     sweep = start([*CLI, "sweep", "--config", _sweep_file(tmp_path, synth_cache, seeds=(0,))], tmp_path, "sweep")

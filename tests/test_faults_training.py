@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from .conftest import copy_empty_store
 from .fault_runs import (
     CONFIGS,
     MAIN,
@@ -38,8 +39,9 @@ def _all_finite(checkpoint: Path) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_an_optimiser_overflow_is_the_guards_error_and_no_checkpoint_is_non_finite(tmp_path, monkeypatch,
-                                                                                    synth_cache, capsys):
+                                                                                    synth_cache, empty_store, capsys):
     monkeypatch.chdir(tmp_path)
+    copy_empty_store(empty_store, tmp_path / "mlflow.db")  # the config's sqlite:///mlflow.db, already created
     base = ["fit", "--config", MAIN, "--data", data_config(tmp_path, synth_cache), "--trainer",
             trainer_checkpointing_every_step(tmp_path), "--model.init_args.epochs", "1",
             "--trainer.limit_train_batches", "3", "--model.init_args.lr", "1e38"]
@@ -56,8 +58,9 @@ def test_an_optimiser_overflow_is_the_guards_error_and_no_checkpoint_is_non_fini
 
 
 @pytest.mark.slow
-def test_a_collapse_is_a_warning_naming_the_step(tmp_path, monkeypatch, synth_cache, capsys):
+def test_a_collapse_is_a_warning_naming_the_step(tmp_path, monkeypatch, synth_cache, empty_store, capsys):
     monkeypatch.chdir(tmp_path)
+    copy_empty_store(empty_store, tmp_path / "mlflow.db")
     with pytest.warns(UserWarning, match=r"collapse at global step 2: all 2 validation scores are") as caught:
         code, _ = run_cli(capsys, "fit", "--config", MAIN, "--data", data_config(tmp_path, synth_cache),
                        "--model.init_args.epochs", "1", "--trainer.limit_train_batches", "2",

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from copra_bench.cli import main
 from copra_bench.report.document import MAX_MD_CELL
 
-from .conftest import REPO, small_cross_domain
+from .conftest import REPO, copy_empty_store, small_cross_domain
 
 METHODS = ("copra", "frozen", "prompt_tuning", "lora_sft", "lora_grpo")
 TRAINED = {"epochs": "1"}
@@ -67,8 +67,9 @@ def _fit(common: list[str], method: str) -> None:
 
 
 @pytest.mark.slow
-def test_five_method_report_from_real_runs(tmp_path, monkeypatch, synth_cache):
+def test_five_method_report_from_real_runs(tmp_path, monkeypatch, synth_cache, empty_store):
     monkeypatch.chdir(tmp_path)
+    copy_empty_store(empty_store, tmp_path / "mlflow.db")  # the runs' store (the config's sqlite:///mlflow.db)
     data = small_cross_domain(synth_cache, frames_per_window=2, frame_size=None)
     (tmp_path / "data.yaml").write_text(yaml.safe_dump(data))
     common = ["--config", str(REPO / "configs" / "cross_domain.yaml"), "--data", str(tmp_path / "data.yaml"),

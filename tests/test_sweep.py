@@ -23,7 +23,7 @@ from copra_bench.run_identity import HASH_EXCLUDED, HASH_EXCLUDED_FIT, config_ha
 from copra_bench.sweep.resolve import build_parser, parse_run
 from copra_bench.sweep.spec import SweepError, SweepSpec
 
-from .conftest import REPO, small_cross_domain
+from .conftest import REPO, copy_empty_store, small_cross_domain
 
 SWEEPS = REPO / "configs" / "sweeps"
 MAIN = str(REPO / "configs" / "cross_domain.yaml")
@@ -277,7 +277,8 @@ class _Text(HTMLParser):
 
 
 @pytest.mark.slow
-def test_small_sweep_interrupted_resumed_and_reported(tmp_path, monkeypatch, synth_cache, capsys):
+def test_small_sweep_interrupted_resumed_and_reported(tmp_path, monkeypatch, synth_cache, empty_store,
+                                                      capsys):
     """Three frozen-model runs (nothing to train) on a tiny synthetic world: kill the sweep during its second run, resume it two at a
     time, rerun it (nothing left), then build the report and find every run in the HTML."""
     monkeypatch.chdir(tmp_path)
@@ -286,7 +287,7 @@ def test_small_sweep_interrupted_resumed_and_reported(tmp_path, monkeypatch, syn
     path = _spec(tmp_path, {"seed_everything": [0, 1, 2]}, set={
         "model": str(REPO / "configs" / "model" / "frozen_tiny.yaml"), "data": str(tmp_path / "data.yaml"),
         "model.init_args.bootstrap_samples": 20, "trainer.logger.init_args.experiment_name": "e2e"})
-    db = tmp_path / "mlflow.db"
+    db = copy_empty_store(empty_store, tmp_path / "mlflow.db")  # its creation: the tests with fake runs above
 
     sweep = subprocess.Popen([sys.executable, "-m", "copra_bench", "sweep", "--config", str(path)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())

@@ -3,11 +3,13 @@
 scores and features in, its frame scores and ground truth out, then the scripts' sklearn calls on all videos.
 
 Kept from the scripts: ``gaussian_kernel``, ``gaussian_smooth_1d``, ``softmax``, ``gaussian_smoothing`` (the position
-weighting), the ``top_n`` rules, ``np.argsort(v_array, axis=1)[:, -top_n:]``, the per-window ``np.dot`` of the
-softmax weights with the neighbours' scores, ``round(v, 1)``, the sigmoid and the XD AP script's cut
-(``pred_score[:-1]`` then ``[:-mod]``, ``mod = (len - 1) % 16``). Replaced: the list building of neighbour scores by
-indexing (same values), and ``name_gt_pair.json`` (not published in the repository: a large file) by the same
-ground truth cut exactly as the script cuts its predictions (the two have to be of equal length in the script).
+weighting), the ``top_n`` rules, ``np.argsort(v_array, axis=1)[:, -top_n:]``, the per-window ``np.dot`` of the softmax
+weights with the neighbours' scores, ``round(v, 1)``, the sigmoid and the XD AP script's cut (``pred_score[:-1]`` then
+``[:-mod]``, ``mod = (len - 1) % 16``). Replaced: the list building of neighbour scores by indexing (same values), the
+AP script's per-frame ``round(num, 1)`` on numpy scalars by ``np.round`` on the array (numpy's scalar ``__round__`` is
+that same call on a 0-d array: bit for bit equal, 20x faster on 2.3M frames), and ``name_gt_pair.json`` (not published
+in the repository: a large file) by the same ground truth cut exactly as the script cuts its predictions (the two have
+to be of equal length in the script).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def compute_ap_xd_video(all_score, features, n_frames, gt):
     smoothed = gaussian_smooth_1d(np.array(_refined(all_score, features, top_n)), 15, 10)
     pred_score = _spread(smoothed, len(all_score), n_frames, rounded=False)
     pred_score = 1 / (1 + np.exp(-np.array(pred_score)))
-    pred_score = [round(num, 1) for num in pred_score]
+    pred_score = list(np.round(pred_score, 1))  # the script's [round(num, 1) for num in pred_score], at numpy speed
     lens = len(pred_score)
     mod = (lens - 1) % 16
     pred_score, gt = pred_score[:-1], gt[:-1]
