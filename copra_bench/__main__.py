@@ -1,11 +1,13 @@
-"""``python -m copra_bench``."""
+"""``python -m copra_bench`` and the ``copra-bench`` console script."""
 
 import gc
 import sys
 
 from copra_bench.cli import main
 
-if __name__ == "__main__":
+
+def run() -> None:
+    """Run the CLI and exit with its status."""
     try:
         sys.exit(main())
     finally:
@@ -13,3 +15,7 @@ if __name__ == "__main__":
         # the heap keeps the interpreter's shutdown from walking the millions of objects torch, Lightning and
         # transformers leave (several seconds per run on a 2-core machine: every sweep child pays it).
         gc.freeze()
+
+
+if __name__ == "__main__":
+    run()

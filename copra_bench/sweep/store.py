@@ -71,12 +71,15 @@ class SweepStore:
         if not create and db is not None and not db.is_file():
             self.client = None
             return
-        from copra_bench.store_uri import (
-            tracking_client,  # mlflow is slow to import: only here
+        from copra_bench.store_uri import (  # mlflow is slow to import: only here
+            prepare_sqlite_store,
+            tracking_client,
         )
         from copra_bench.tracking import check_tracking_uri
 
         check_tracking_uri(tracking_uri)
+        if create:
+            prepare_sqlite_store(tracking_uri)  # two sweeps (or array jobs) on a new store: one migrates it
         for attempt in range(5):  # two sweep processes on a new store race to create its tables and experiment
             try:
                 self.client = tracking_client(tracking_uri)

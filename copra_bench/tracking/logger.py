@@ -20,8 +20,6 @@ import math
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,11 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from copra_bench.errors import TrackingError
 from copra_bench.signals import STOP
-from copra_bench.store_uri import absolute_tracking_uri
+from copra_bench.store_uri import (
+    absolute_tracking_uri,
+    check_tracking_uri,
+    prepare_sqlite_store,
+)
 
 from .local_run import LocalRunRecord
 
@@ -66,28 +68,6 @@ logging.getLogger("mlflow.store.db.utils").addFilter(_StoreErrorsToGuard())
 
 
 LAUNCHED_RUN_ENV = "COPRA_DDP_RUN"  # "<rank 0's pid>:<experiment id>:<run id>", for the DDP ranks it launches
-
-def check_tracking_uri(uri: str, *, timeout: float = 5.0) -> None:
-    """Fail fast with a clear message if ``uri`` cannot be used as an MLflow tracking store."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-                if response.status >= 400:
-                    raise TrackingError(f"MLflow tracking server {uri} answered HTTP {response.status} on /health")
-        except (urllib.error.URLError, OSError) as err:
-            raise TrackingError(
-                f"MLflow tracking server {uri} is unreachable ({err}). Start it (`mlflow server --host 127.0.0.1 "
-                "--port 5000`), fix trainer.logger.init_args.tracking_uri, or use the local default "
-                "sqlite:///mlflow.db") from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise TrackingError(f"MLflow store {uri}: folder {folder} does not exist or is not writable; "
-                                "create it or point trainer.logger.init_args.tracking_uri elsewhere")
-    elif uri.startswith("file:") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
-        raise TrackingError(f"MLflow 3 keeps the file store {uri} read-only ('maintenance mode'); use "
-                            "sqlite:///mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
-
 
 def _finite(value: Any) -> float | None:
     value = float(value)
@@ -128,6 +108,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
         self.log_once = False
         self._logged_before: tuple[set, set] | None = None  # (local, store) (key, step) pairs of a resumed run
         self._local: LocalRunRecord | None = None
+        self._store_prepared = False
 
     # Lightning's MLFlowLogger keeps these settings in private attributes and reads them when it creates the run (in
     # ``experiment``). The properties below are the project's only access to them, so the rest of the code depends on
@@ -137,6 +118,9 @@ class MLFlowLogger(_LightningMLFlowLogger):
     def experiment(self) -> Any:
         """Lightning's MLflow client; the first access also marks the experiment as a model-development one
         (:data:`EXPERIMENT_KIND_TAG`), unless it already says what it is, so the MLflow UI opens on its runs."""
+        if not self._store_prepared and rank_zero_only.rank == 0:
+            self._store_prepared = True
+            prepare_sqlite_store(self._tracking_uri)  # a new store's tables, created by one process at a time
         client = super().experiment
         if not self._kind_checked and self._experiment_id is not None and rank_zero_only.rank == 0:
             self._kind_checked = True

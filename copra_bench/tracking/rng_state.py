@@ -18,6 +18,11 @@ Under DDP each rank keeps its own snapshot, and the checkpoint (written by rank 
 gathers them (Lightning builds the checkpoint on every rank), and a resumed rank ``r`` puts back snapshot ``r``, so a
 DDP run resumed on as many ranks continues with every rank's very draws. Resumed on another number of ranks, each
 rank takes rank 0's (a resume that cannot repeat the interrupted draws; GRPO rollouts then differ from it).
+
+Lightning's ``seed_everything`` seeds every rank alike, so without more the ranks' GRPO rollouts would draw the same
+noise on their different rows (correlated exploration). When a fit starts without a snapshot of its own, rank
+``r > 0`` re-seeds its generators from (the run's seed, ``r``) (:func:`rank_seed`); rank 0 keeps the run's seed, so
+a 1-process run is unchanged, and the derived seed is a pure function of the seed and the rank, so it resumes.
 """
 
 from __future__ import annotations
@@ -49,6 +54,22 @@ def restore(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+#: Spaces the ranks' seeds apart (a prime: seeds s + k * RANK_SEED_STRIDE never collide for small s, k).
+RANK_SEED_STRIDE = 1_000_003
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed rank ``rank`` of a DDP fit draws from (``seed`` itself on rank 0)."""
+    return (int(seed) + RANK_SEED_STRIDE * int(rank)) % 2**63
+
+
+def reseed(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and Python ``random`` from ``seed``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def _plain(state: dict[str, Any]) -> dict[str, Any]:
     """Checkpoint-friendly copy: numpy's state as plain Python values (no pickled numpy objects in ``last.ckpt``)."""
     kind, keys, pos, has_gauss, cached = state["numpy"]
@@ -71,6 +92,12 @@ class TrainingRNG(L.Callback):
 
     def __init__(self) -> None:
         self._snapshot: dict[str, Any] | None = None
+        self._own_snapshot = False  # loaded this rank's own snapshot from a checkpoint
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank > 0 and not self._own_snapshot:  # see the module docstring
+            reseed(rank_seed(torch.initial_seed(), trainer.global_rank))
+            self._snapshot = capture()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -97,4 +124,8 @@ class TrainingRNG(L.Callback):
         if ranks and torch.distributed.is_available() and torch.distributed.is_initialized() \
                 and len(ranks) == torch.distributed.get_world_size():
             generators = ranks[torch.distributed.get_rank()]
+            self._own_snapshot = True
+        elif generators is not None:
+            self._own_snapshot = not (torch.distributed.is_available() and torch.distributed.is_initialized()
+                                      and torch.distributed.get_world_size() > 1)
         self._snapshot = None if generators is None else _native(generators)

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from copra_bench.errors import CopraError, TrackingError
+from copra_bench.store_uri import prepare_sqlite_store
 
 from .logger import (
     EXPERIMENT_KIND,
@@ -183,6 +184,7 @@ def sync_run(run_dir: Path, *, tracking_uri: str | None = None, experiment: str 
     local = LocalCopy(run_dir)
     uri = absolute_tracking_uri(tracking_uri or local.run.get("tracking_uri") or "sqlite:///mlflow.db")
     check_tracking_uri(uri)
+    prepare_sqlite_store(uri)
     client = MlflowClient(uri)
     try:
         run_id, created = _target_run(client, local, uri, experiment or local.experiment_name())

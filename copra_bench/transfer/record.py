@@ -78,6 +78,7 @@ def _log_mlflow(folder: Path, flat: dict[str, float], params: dict[str, Any], ta
                 tracking_uri: str, experiment: str, run_name: str) -> str:
     from mlflow.tracking import MlflowClient
 
+    from copra_bench.store_uri import prepare_sqlite_store
     from copra_bench.tracking import (
         AttachedRun,
         absolute_tracking_uri,
@@ -86,6 +87,7 @@ def _log_mlflow(folder: Path, flat: dict[str, float], params: dict[str, Any], ta
 
     uri = absolute_tracking_uri(tracking_uri)
     check_tracking_uri(uri)
+    prepare_sqlite_store(uri)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
