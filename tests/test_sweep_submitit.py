@@ -72,6 +72,25 @@ def test_every_cell_and_method_of_the_matrix_parses(name, tmp_path, monkeypatch,
     assert not list(tmp_path.iterdir())
 
 
+def test_inside_a_slurm_job_lightning_starts_the_runs_ddp_processes_itself(monkeypatch):
+    """A job is one task running one run; with trainer.devices 2 Lightning's SLURMEnvironment would refuse
+    (ntasks-per-node 1) and add its own SIGUSR1 requeue: the run's environment keeps Lightning from detecting SLURM."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    from copra_bench.sweep.job import run_environment
+
+    job = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "matrix", "SLURM_NNODES": "1",
+           "PATH": os.environ.get("PATH", "")}
+    for key, value in job.items():
+        monkeypatch.setenv(key, value)
+    assert SLURMEnvironment.detect()  # what the run would see with the job's own environment
+    env = run_environment(os.environ)
+    for key, value in env.items():  # the run's environment
+        monkeypatch.setenv(key, value)
+    assert not SLURMEnvironment.detect() and env["SLURM_NTASKS"] == "1"
+    assert "SLURM_JOB_NAME" not in run_environment({"PATH": "/bin"})  # outside SLURM: nothing changes
+
+
 def test_past_max_requeues_the_run_is_failed_with_a_message(tmp_path):
     """checkpoint() (what submitit calls on the preemption signal) of a job already requeued max_requeues times:
     no DelayedSubmission (submitit then ends the job), the run FAILED saying why and what to do; below the limit it

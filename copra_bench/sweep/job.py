@@ -57,6 +57,18 @@ def job_id() -> str:
         return str(os.getpid())
 
 
+def run_environment(environ: Any) -> dict[str, str]:
+    """The run's environment inside a job. The run is the job's one task and Lightning starts its DDP processes
+    itself (``trainer.devices`` GPUs of the job's ``gpus_per_node``), so Lightning must not take the job for an
+    ``srun``-launched DDP task (``SLURMEnvironment`` would refuse ``devices=2`` with ``--ntasks-per-node=1``, and
+    install its SIGUSR1 auto-requeue beside submitit's requeue): the job name ``interactive`` is Lightning's
+    documented way to say so (``SLURMEnvironment.detect``)."""
+    env = {**environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
+    if "SLURM_NTASKS" in env:
+        env["SLURM_JOB_NAME"] = "interactive"
+    return env
+
+
 class SweepJob(Checkpointable):
     """The job of one grid point (see the module docstring); its attributes are what the requeued job needs."""
 
@@ -100,7 +112,7 @@ class SweepJob(Checkpointable):
         command = [*self.command, "--trainer.logger.init_args.run_id", self.run_id]
         if self.subcommand == "fit" and self._has_last_ckpt(store):
             command += ["--ckpt_path", "last"]
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
+        env = run_environment(os.environ)
         Path(self.log).parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "a") as fh:
             fh.write(f"$ {shlex.join(command)}\n  (job {job_id()}, PID {os.getpid()} on {socket.gethostname()}, "
@@ -179,4 +191,4 @@ def requeue_count(tags: dict[str, str]) -> int:
         return 0
 
 
-__all__ = ["TAG_ERROR", "TAG_JOB", "TAG_REQUEUES", "SweepJob", "job_id", "requeue_count"]
+__all__ = ["TAG_ERROR", "TAG_JOB", "TAG_REQUEUES", "SweepJob", "job_id", "requeue_count", "run_environment"]
