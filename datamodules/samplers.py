@@ -63,6 +63,10 @@ class EpochShuffle(DistributedSampler):
         self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
         self.batch_size = max(1, int(batch_size))
         self.skip_epoch = 0  # the epoch ``skip`` belongs to: a resumed run restores it before Lightning's set_epoch
+        # The run's seed (seed_everything's, the same on every DDP rank), taken when the train loader is built: a
+        # DDP rank > 0 re-seeds its generators when the fit starts (tracking/rng_state.py), which must not change
+        # which clips it reads.
+        self.global_seed = torch.initial_seed()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -88,10 +92,9 @@ class EpochShuffle(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         skip, self.skip = (self.skip if self.epoch == self.skip_epoch else 0), 0
-        # each item's clip key: (global seed, partition seed, epoch, index); torch.initial_seed() here, in the main
-        # process, is seed_everything's seed (inside a worker it would be the worker's)
+        # each item's clip key: (global seed, partition seed, epoch, index), drawn in the main process
         keys = torch.Generator().manual_seed(
-            (torch.initial_seed() * 1_000_003 + self.seed * 100_003 + self.epoch) % 2**63)
+            (self.global_seed * 1_000_003 + self.seed * 100_003 + self.epoch) % 2**63)
         draws = torch.randint(0, 2**62, (self.n,), generator=keys).tolist()
         rest = order[skip:].tolist()
         return iter([(rest[p], draws[rest[p]]) for p in self._positions(len(rest))])

@@ -42,7 +42,7 @@ IN_DOMAIN = str(REPO / "configs" / "in_domain_synthetic.yaml")
 LORA_SFT = str(REPO / "configs" / "model" / "lora_sft_tiny.yaml")
 DDP_2 = ("--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu")
 FLOAT = 1e-6  # the ranks' gradients are averaged in another order than one batch's
-RESUMED_STEPS = 16  # the stopped GRPO run's length: SIGTERM lands after step 1, the resume runs the rest
+RESUMED_STEPS = 6  # the stopped GRPO run's length: SIGTERM lands after step 1, the resume runs the rest
 
 
 def _job(folder, cache) -> list[str]:
