@@ -153,8 +153,8 @@ class SweepJob(Checkpointable):
         """Stop the run at a safe point (it writes last.ckpt), then requeue this job, or FAIL past max_requeues."""
         self._runtime["stopping"] = True
         process = self._runtime.get("process")
-        if process is not None:
-            signal_group(process, signal.SIGTERM)
+        if process is not None:  # processes.stop_group, but polling: wait() here (inside the signal handler) could
+            signal_group(process, signal.SIGTERM)  # block on the Popen lock the interrupted poll() holds
             deadline = time.monotonic() + STOP_GRACE_S
             while process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
