@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from copra_bench.evaluation.ranks import rank, world_size
+
 
 def ddp_rank_and_world() -> tuple[int, int]:
     """(DDP rank, world size); (0, 1) without a process group."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+    return rank(), world_size()
 
 
 class RankShard(DistributedSampler):

@@ -34,6 +34,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from copra_bench.evaluation.ranks import distributed, rank, world_size
+
 
 def capture() -> dict[str, Any]:
     """The state of torch (CPU and every initialised CUDA device), numpy and Python ``random``."""
@@ -112,20 +114,18 @@ class TrainingRNG(L.Callback):
         if self._snapshot is None:
             return {}
         own = _plain(self._snapshot)
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if not distributed():
             return {"generators": own}
-        ranks: list[Any] = [None] * torch.distributed.get_world_size()
+        ranks: list[Any] = [None] * world_size()
         torch.distributed.all_gather_object(ranks, own)  # every rank builds the checkpoint, rank 0 writes it
         return {"generators": ranks[0], "rank_generators": ranks}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         generators = state_dict.get("generators")
         ranks = state_dict.get("rank_generators")
-        if ranks and torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and len(ranks) == torch.distributed.get_world_size():
-            generators = ranks[torch.distributed.get_rank()]
+        if ranks and distributed() and len(ranks) == world_size():
+            generators = ranks[rank()]
             self._own_snapshot = True
-        elif generators is not None:
-            self._own_snapshot = not (torch.distributed.is_available() and torch.distributed.is_initialized()
-                                      and torch.distributed.get_world_size() > 1)
+        elif generators is not None:  # a 1-process checkpoint is this process's own; rank 0's is not rank 1's
+            self._own_snapshot = world_size() == 1
         self._snapshot = None if generators is None else _native(generators)
